@@ -1,0 +1,383 @@
+"""Typed configuration: the three YAML files -> frozen, validated dataclasses.
+
+Every default lives in `config/*.yaml` (shipped inside the package as
+`alphazero_llm/defaults`, read through importlib.resources). The entry points
+read the config once and pass typed values down; nothing below them opens a
+config file. An unknown key, a missing key or a wrong type is a `ConfigError`
+that names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+MODELS_FILE = "models.yaml"
+TEACHERS_FILE = "teacher_models.yaml"
+TRAINING_FILE = "training.yaml"
+
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file is malformed; the message names the file and the key."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+# --- models.yaml -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    name: str
+    cpu_name: str
+    load_in_4bit: bool
+    bnb_4bit_quant_type: Literal["nf4", "fp4"]
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"]
+    bnb_4bit_use_double_quant: bool
+    cpu_dtype: Literal["bfloat16", "float32"]
+    max_seq_len: int
+    trust_remote_code: bool
+
+    def __post_init__(self) -> None:
+        _require(self.max_seq_len > 0, "max_seq_len must be positive")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int
+    alpha: int
+    dropout: float
+    bias: Literal["none", "all", "lora_only"]
+    target_modules: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, "r must be positive")
+        _require(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        _require(len(self.target_modules) > 0, "target_modules must not be empty")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    def __post_init__(self) -> None:
+        _require(self.temperature >= 0.0, "temperature must be >= 0")
+        _require(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
+        _require(self.max_new_tokens > 0, "max_new_tokens must be positive")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    student: StudentConfig
+    lora: LoraConfig
+    generation: GenerationConfig
+
+
+# --- teacher_models.yaml -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TeacherModelConfig:
+    """One OpenAI-compatible endpoint. `api_key_env` is the *name* of the variable holding the key."""
+
+    name: str
+    provider: str
+    model: str
+    base_url: str
+    api_key_env: str
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.base_url.startswith(("http://", "https://")), "base_url must be an http(s) URL")
+        _require(self.price_input_per_mtok >= 0 and self.price_output_per_mtok >= 0, "prices must be >= 0")
+
+
+@dataclass(frozen=True)
+class TerminalCheckerConfig:
+    use_llm: bool
+    model: TeacherModelConfig
+
+
+@dataclass(frozen=True)
+class TeachersConfig:
+    default_tier: str
+    tiers: dict[str, tuple[TeacherModelConfig, ...]]
+    terminal_checker: TerminalCheckerConfig
+
+    def __post_init__(self) -> None:
+        _require(
+            self.default_tier in self.tiers,
+            f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}",
+        )
+        for tier, models in self.tiers.items():
+            _require(len(models) > 0, f"tier {tier!r} has no models")
+            names = [m.name for m in models]
+            _require(len(set(names)) == len(names), f"tier {tier!r} repeats a teacher name")
+
+    def tier(self, name: str | None = None) -> tuple[TeacherModelConfig, ...]:
+        """The teachers of tier `name` (the default tier when None)."""
+        name = self.default_tier if name is None else name
+        if name not in self.tiers:
+            raise ValueError(f"unknown teacher tier {name!r}; valid tiers: {sorted(self.tiers)}")
+        return self.tiers[name]
+
+
+# --- training.yaml -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    config: str
+    train_split: str
+    eval_split: str
+    path: str | None
+    num_train_examples: int
+    num_eval_examples: int
+    shuffle: bool
+
+    def __post_init__(self) -> None:
+        _require(self.num_train_examples >= -1, "num_train_examples must be -1 (all) or >= 0")
+        _require(self.num_eval_examples >= -1, "num_eval_examples must be -1 (all) or >= 0")
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    system_prompt: str
+    num_eval_examples: int
+
+    def __post_init__(self) -> None:
+        _require(self.num_eval_examples >= -1, "num_eval_examples must be -1 (all) or >= 0")
+
+
+@dataclass(frozen=True)
+class MCTSConfig:
+    num_iterations: int
+    exploration_constant: float
+    selection: Literal["ucb1", "puct"]
+    max_depth: int
+    tokens_per_expansion: int
+    num_right: int
+    num_wrong: int
+    num_student: int
+    parallel_simulations: int
+    virtual_loss: float
+    rollout: bool
+
+    def __post_init__(self) -> None:
+        _require(self.num_iterations > 0, "num_iterations must be positive")
+        _require(self.exploration_constant >= 0, "exploration_constant must be >= 0")
+        _require(self.max_depth > 0, "max_depth must be positive")
+        _require(self.tokens_per_expansion > 0, "tokens_per_expansion must be positive")
+        _require(
+            min(self.num_right, self.num_wrong, self.num_student) >= 0,
+            "num_right, num_wrong and num_student must be >= 0",
+        )
+        _require(self.num_right + self.num_wrong + self.num_student > 0, "an expansion must ask for a step")
+        _require(self.parallel_simulations > 0, "parallel_simulations must be positive")
+        _require(self.virtual_loss >= 0, "virtual_loss must be >= 0")
+
+
+@dataclass(frozen=True)
+class RewardsConfig:
+    hre_weight: float
+    pre_weight: float
+    length_penalty: float
+    direction_bonus: float
+    pre_discount: float
+
+    def __post_init__(self) -> None:
+        _require(self.hre_weight >= 0 and self.pre_weight >= 0, "reward weights must be >= 0")
+        _require(self.length_penalty >= 0, "length_penalty must be >= 0")
+        _require(0.0 < self.pre_discount <= 1.0, "pre_discount must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    beta: float
+    clip_epsilon: float
+    advantage_clip: float
+    entropy_coef: float
+    update_ref_every: int
+
+    def __post_init__(self) -> None:
+        _require(self.beta >= 0, "beta must be >= 0")
+        _require(self.clip_epsilon > 0, "clip_epsilon must be positive")
+        _require(self.advantage_clip > 0, "advantage_clip must be positive")
+        _require(self.update_ref_every >= 0, "update_ref_every must be >= 0 (0: never)")
+
+
+@dataclass(frozen=True)
+class LegacyConfig:
+    min_reward_threshold: float
+    kl_weight: float
+
+    def __post_init__(self) -> None:
+        _require(self.kl_weight >= 0, "kl_weight must be >= 0")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    max_grad_norm: float
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate must be positive")
+        _require(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        _require(self.max_grad_norm > 0, "max_grad_norm must be positive")
+        _require(self.micro_batch_size > 0, "micro_batch_size must be positive")
+        _require(self.gradient_accumulation_steps > 0, "gradient_accumulation_steps must be positive")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    num_examples: int
+    checkpoint_dir: str
+    save_every: int
+    log_interval: int
+    loss: Literal["grpo", "legacy"]
+    report_to: Literal["none", "wandb", "tensorboard"]
+
+    def __post_init__(self) -> None:
+        _require(self.num_examples > 0, "num_examples must be positive")
+        _require(self.save_every > 0, "save_every must be positive")
+        _require(self.log_interval > 0, "log_interval must be positive")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    seed: int
+    dataset: DatasetConfig
+    environment: EnvironmentConfig
+    mcts: MCTSConfig
+    rewards: RewardsConfig
+    grpo: GRPOConfig
+    legacy: LegacyConfig
+    optimizer: OptimizerConfig
+    run: RunConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    models: ModelsConfig
+    teachers: TeachersConfig
+    training: TrainingConfig
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def default_config_dir() -> Traversable:
+    """The YAML defaults shipped inside the package (the repo's `config/`)."""
+    return resources.files("alphazero_llm") / "defaults"
+
+
+def load_config(directory: Path | Traversable | None = None) -> Config:
+    """Read and validate models.yaml, teacher_models.yaml and training.yaml from `directory`."""
+    directory = default_config_dir() if directory is None else directory
+    return Config(
+        models=load_yaml_as(ModelsConfig, directory / MODELS_FILE),
+        teachers=load_yaml_as(TeachersConfig, directory / TEACHERS_FILE),
+        training=load_yaml_as(TrainingConfig, directory / TRAINING_FILE),
+    )
+
+
+def load_yaml_as(cls: type[T], file: Path | Traversable) -> T:
+    """Parse one YAML file (safe_load only) into dataclass `cls`, naming the file in every error."""
+    if not file.is_file():
+        raise ConfigError(f"{file}: config file not found")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    return build(cls, data, str(file))
+
+
+def build(cls: type[T], data: Any, file: str, key: str = "") -> T:
+    """Convert plain YAML data into dataclass `cls`, strictly: no unknown, missing or mistyped keys."""
+    where = f"{file}: {key or '<top level>'}"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    values = {}
+    for name, f in fields.items():
+        dotted = f"{key}.{name}" if key else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{file}: {dotted}: missing required key")
+            continue
+        values[name] = _convert(hints[name], data[name], file, dotted)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"{file}: {key}: expected {expected}, got {type(value).__name__} {value!r}")
+
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, file, key)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, file, key)
+    if origin is Literal:
+        if value not in args:
+            raise wrong(f"one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise wrong("a list")
+        return tuple(_convert(args[0], item, file, f"{key}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise wrong("a mapping")
+        return {str(k): _convert(args[1], v, file, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise wrong("a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    raise TypeError(f"config schema uses an unsupported type {tp!r} at {key}")

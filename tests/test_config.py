@@ -1,0 +1,164 @@
+"""Config: the shipped defaults hold the documented values; bad files fail naming file and key."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+import alphazero_llm
+from alphazero_llm.config import (
+    MODELS_FILE,
+    TEACHERS_FILE,
+    TRAINING_FILE,
+    ConfigError,
+    default_config_dir,
+    load_config,
+)
+
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
+def test_defaults_are_read_through_the_package():
+    shipped = Path(str(default_config_dir()))
+    assert shipped.parent == Path(alphazero_llm.__file__).parent
+    for name in (MODELS_FILE, TEACHERS_FILE, TRAINING_FILE):
+        assert (shipped / name).is_file()
+
+
+def test_repo_config_dir_is_the_shipped_defaults():
+    # config/ at the top level is what the package ships, not a second copy.
+    assert REPO_CONFIG.resolve() == Path(str(default_config_dir())).resolve()
+
+
+def test_default_values_match_the_design():
+    cfg = load_config()
+    mcts = cfg.training.mcts
+    assert mcts.num_iterations == 60
+    assert mcts.exploration_constant == pytest.approx(math.sqrt(2))
+    assert mcts.max_depth == 12
+    assert mcts.tokens_per_expansion == 20
+    assert (mcts.num_right, mcts.num_wrong) == (10, 10)
+    rewards = cfg.training.rewards
+    assert (rewards.hre_weight, rewards.pre_weight) == (0.4, 0.6)
+    assert rewards.pre_discount == 0.95
+    assert rewards.length_penalty >= 0 and rewards.direction_bonus >= 0
+    assert cfg.training.grpo.advantage_clip == 3.0
+    assert cfg.training.grpo.beta > 0
+    assert cfg.training.legacy.kl_weight >= 0
+    lora = cfg.models.lora
+    assert (lora.r, lora.alpha) == (32, 32)
+    assert set(lora.target_modules) == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    }  # fmt: skip
+    assert (cfg.training.dataset.num_train_examples, cfg.training.dataset.num_eval_examples) == (50, 20)
+    assert set(cfg.teachers.tiers) == {"free", "production"}
+    assert all(t.api_key_env for tier in cfg.teachers.tiers.values() for t in tier)
+    assert "nemotron" in cfg.teachers.terminal_checker.model.model
+    assert cfg.models.student.trust_remote_code is False
+
+
+def test_no_key_values_in_teacher_config():
+    text = (Path(str(default_config_dir())) / TEACHERS_FILE).read_text()
+    assert "sk-" not in text
+    assert "api_key:" not in text  # only the *name* of the variable (api_key_env)
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    for name in (MODELS_FILE, TEACHERS_FILE, TRAINING_FILE):
+        shutil.copy(Path(str(default_config_dir())) / name, tmp_path / name)
+    return tmp_path
+
+
+def edit(directory: Path, name: str, change) -> Path:
+    path = directory / name
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_copy_loads_identically(config_copy: Path):
+    assert load_config(config_copy) == load_config()
+
+
+def test_unknown_key_names_file_and_key(config_copy: Path):
+    path = edit(config_copy, TRAINING_FILE, lambda d: d["mcts"].update(num_iteration=5))
+    with pytest.raises(ConfigError) as err:
+        load_config(config_copy)
+    assert str(path) in str(err.value)
+    assert "mcts" in str(err.value) and "num_iteration" in str(err.value)
+
+
+def test_wrong_type_names_file_and_key(config_copy: Path):
+    path = edit(config_copy, TRAINING_FILE, lambda d: d["mcts"].update(num_iterations="sixty"))
+    with pytest.raises(ConfigError, match=r"mcts\.num_iterations: expected an integer") as err:
+        load_config(config_copy)
+    assert str(path) in str(err.value)
+
+
+def test_bool_is_not_a_number(config_copy: Path):
+    edit(config_copy, TRAINING_FILE, lambda d: d["rewards"].update(hre_weight=True))
+    with pytest.raises(ConfigError, match=r"rewards\.hre_weight"):
+        load_config(config_copy)
+
+
+def test_integer_is_accepted_for_a_float(config_copy: Path):
+    edit(config_copy, TRAINING_FILE, lambda d: d["rewards"].update(hre_weight=1, pre_weight=0))
+    rewards = load_config(config_copy).training.rewards
+    assert rewards.hre_weight == 1.0 and isinstance(rewards.hre_weight, float)
+    assert rewards.pre_weight == 0.0  # an explicit zero stays zero
+
+
+def test_missing_key(config_copy: Path):
+    edit(config_copy, MODELS_FILE, lambda d: d["lora"].pop("r"))
+    with pytest.raises(ConfigError, match=r"models\.yaml: lora\.r: missing required key"):
+        load_config(config_copy)
+
+
+def test_literal_choice(config_copy: Path):
+    edit(config_copy, TRAINING_FILE, lambda d: d["mcts"].update(selection="greedy"))
+    with pytest.raises(ConfigError, match=r"mcts\.selection: expected one of \['ucb1', 'puct'\]"):
+        load_config(config_copy)
+
+
+def test_out_of_range_value(config_copy: Path):
+    edit(config_copy, TRAINING_FILE, lambda d: d["rewards"].update(pre_discount=1.5))
+    with pytest.raises(ConfigError, match=r"training\.yaml: rewards: pre_discount must be in \(0, 1\]"):
+        load_config(config_copy)
+
+
+def test_teacher_entry_errors_name_the_index(config_copy: Path):
+    edit(config_copy, TEACHERS_FILE, lambda d: d["tiers"]["free"][1].pop("api_key_env"))
+    with pytest.raises(ConfigError, match=r"tiers\.free\[1\]\.api_key_env: missing required key"):
+        load_config(config_copy)
+
+
+def test_default_tier_must_exist(config_copy: Path):
+    edit(config_copy, TEACHERS_FILE, lambda d: d.update(default_tier="gold"))
+    with pytest.raises(ConfigError, match="default_tier 'gold'"):
+        load_config(config_copy)
+
+
+def test_unknown_tier_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown teacher tier 'gold'; valid tiers: \['free', 'production'\]"):
+        load_config().teachers.tier("gold")
+
+
+def test_missing_file_and_bad_yaml(config_copy: Path):
+    (config_copy / MODELS_FILE).write_text("lora: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(config_copy)
+    (config_copy / MODELS_FILE).unlink()
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(config_copy)
+
+
+def test_yaml_tags_are_not_executed(config_copy: Path):
+    (config_copy / MODELS_FILE).write_text("student: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(config_copy)
