@@ -1,0 +1,138 @@
+"""GSM8K rows for verifiers and for training.
+
+Every row comes out as::
+
+    {"question": str, "answer": "<gold number, commas stripped>", "info": {"solution": str}}
+
+By default the data loads from the Hugging Face hub (`openai/gsm8k`, config
+`main`). A local copy is used instead when a path is given, either as an
+argument or through the `GSM8K_PATH` environment variable: a directory holding
+`<split>.jsonl` (the layout of openai/grade-school-math), or a single JSONL
+file, which then serves every split. Each JSONL line is an object with
+`question` and `answer`, the answer being the reference solution ending in
+`#### <number>`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+PATH_ENV_VAR = "GSM8K_PATH"
+HUB_NAME = "openai/gsm8k"
+HUB_CONFIG = "main"
+
+_GOLD = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+class DataError(ValueError):
+    """A GSM8K source is missing or malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Gsm8kSource:
+    """Where rows come from: a local path, else the hub dataset `name`/`config`."""
+
+    path: str | None = None
+    name: str = HUB_NAME
+    config: str = HUB_CONFIG
+
+    @classmethod
+    def resolve(cls, path: str | None, name: str = HUB_NAME, config: str = HUB_CONFIG) -> Gsm8kSource:
+        """An explicit path wins over `$GSM8K_PATH`, which wins over the hub."""
+        chosen = path if path is not None else os.environ.get(PATH_ENV_VAR) or None
+        return cls(path=chosen, name=name, config=config)
+
+
+def gold_from_solution(solution: str, where: str) -> str:
+    """The number after the last `####` of a reference solution, commas stripped."""
+    marker = solution.rfind("####")
+    if marker < 0:
+        raise DataError(f"{where}: the answer has no '#### <number>' line")
+    gold = solution[marker + 4 :].strip().replace(",", "")
+    if not _GOLD.match(gold):
+        raise DataError(f"{where}: the gold answer {gold!r} after '####' is not a number")
+    return gold
+
+
+def to_row(record: Any, where: str) -> dict[str, Any]:
+    """One raw GSM8K record -> a verifiers row, or a DataError naming `where`."""
+    if not isinstance(record, Mapping):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    question, solution = record.get("question"), record.get("answer")
+    for key, value in (("question", question), ("answer", solution)):
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}: missing or empty string field {key!r}")
+    return {
+        "question": question.strip(),
+        "answer": gold_from_solution(solution, where),
+        "info": {"solution": solution},
+    }
+
+
+def read_jsonl(file: Path) -> list[dict[str, Any]]:
+    """All rows of one GSM8K JSONL file; blank lines are skipped, anything else malformed raises."""
+    if not file.is_file():
+        raise DataError(f"{file}: GSM8K file not found")
+    rows = []
+    with file.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{file}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: invalid JSON: {exc.msg}") from exc
+            rows.append(to_row(record, where))
+    if not rows:
+        raise DataError(f"{file}: no rows")
+    return rows
+
+
+def local_split_file(path: Path, split: str) -> Path:
+    """`path` itself when it is a file, else `<path>/<split>.jsonl`."""
+    return path / f"{split}.jsonl" if path.is_dir() else path
+
+
+def _hub_rows(source: Gsm8kSource, split: str) -> Iterable[dict[str, Any]]:
+    from datasets import load_dataset
+
+    hub = load_dataset(source.name, source.config, split=split)
+    for index, record in enumerate(hub):
+        yield to_row(record, f"{source.name}[{split}] row {index}")
+
+
+def load_gsm8k(
+    split: str,
+    source: Gsm8kSource,
+    num_examples: int = -1,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Dataset:
+    """GSM8K `split` as a verifiers Dataset, optionally seeded-shuffled, then cut to `num_examples` (-1: all)."""
+    if num_examples < -1:
+        raise ValueError(f"num_examples must be -1 (all) or >= 0, got {num_examples}")
+    if source.path is not None:
+        file = local_split_file(Path(source.path).expanduser(), split)
+        rows = read_jsonl(file)
+        logger.info("Loaded %d GSM8K rows from %s", len(rows), file)
+    else:
+        rows = list(_hub_rows(source, split))
+        logger.info("Loaded %d GSM8K rows from the hub (%s/%s, %s)", len(rows), source.name, source.config, split)
+    dataset = Dataset.from_list(rows)
+    if shuffle:
+        dataset = dataset.shuffle(seed=seed)
+    if num_examples != -1:
+        dataset = dataset.select(range(min(num_examples, len(dataset))))
+    return dataset

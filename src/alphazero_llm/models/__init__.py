@@ -1,0 +1,1 @@
+"""Student, teacher and terminal-checker models."""

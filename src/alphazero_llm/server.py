@@ -1,0 +1,160 @@
+"""A real OpenAI-compatible server on loopback, serving a local model with `transformers serve`.
+
+Used by the tests (vf-eval end to end), by the local quickstart, and as a
+stand-in teacher on machines without an API key. It binds 127.0.0.1 only.
+
+    with LocalServer(embedded_model_dir()) as server:
+        print(server.base_url)      # http://127.0.0.1:<port>/v1
+
+`transformers serve` needs the `serving` extra of transformers (in our dev extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ServerStartError(RuntimeError):
+    """The server process exited or did not become healthy in time; the message holds its log tail."""
+
+
+class LocalServer:
+    """`transformers serve MODEL_DIR` on 127.0.0.1, started on enter and stopped on exit."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        port: int | None = None,
+        log_file: Path | None = None,
+        startup_timeout_s: float = 300.0,
+        continuous_batching: bool = True,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.port = free_port() if port is None else port
+        self.log_file = log_file
+        self.startup_timeout_s = startup_timeout_s
+        self.continuous_batching = continuous_batching
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_handle = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/v1"
+
+    @property
+    def model_name(self) -> str:
+        """The model id clients must send: transformers serve names a local model by its path."""
+        return str(self.model_dir)
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir),
+            "--host", LOOPBACK, "--port", str(self.port),
+        ]  # fmt: skip
+        if self.continuous_batching:
+            cmd.append("--continuous-batching")
+        return cmd
+
+    def start(self) -> LocalServer:
+        if self._process is not None:
+            raise RuntimeError("server already started")
+        if not (self.model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{self.model_dir}: not a model directory (no config.json)")
+        self._log_handle = self.log_file.open("wb") if self.log_file else subprocess.DEVNULL
+        logger.info("Starting transformers serve for %s on %s", self.model_dir, self.base_url)
+        self._process = subprocess.Popen(
+            self.command(), stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        health = f"http://{LOOPBACK}:{self.port}/health"
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise ServerStartError(f"server exited with code {self._process.returncode}{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(health, timeout=2) as response:
+                    if response.status == 200:
+                        logger.info("Server ready at %s", self.base_url)
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        raise ServerStartError(f"server not healthy after {self.startup_timeout_s:.0f}s{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        if self.log_file is None or not self.log_file.is_file():
+            return ""
+        return "; log tail:\n" + self.log_file.read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._log_handle not in (None, subprocess.DEVNULL):
+            self._log_handle.close()
+        self._log_handle = None
+
+    def wait(self) -> int:
+        """Block until the server process exits; its exit code."""
+        if self._process is None:
+            raise RuntimeError("server not started")
+        return self._process.wait()
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`alphazero-serve`: serve a local model (the embedded SmolLM2 by default) on loopback until Ctrl-C."""
+    from alphazero_llm.models.embedded import embedded_model_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model-dir", type=Path, default=None, help="model directory (default: embedded SmolLM2)")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model_dir = args.model_dir or embedded_model_dir()
+    with LocalServer(model_dir, port=args.port) as server:
+        logger.info("Serving model %r at %s (Ctrl-C stops)", server.model_name, server.base_url)
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            logger.info("Stopping")
