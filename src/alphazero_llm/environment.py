@@ -1,0 +1,83 @@
+"""The verifiers environment: GSM8K, a `#### N` system prompt, and the HRE(+PRE) rubric."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import verifiers as vf
+
+from alphazero_llm.config import Config, build, load_config
+from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.rewards import Gsm8kParser, build_rubric
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnvArgs:
+    """The arguments `vf-eval -a '{...}'` may pass; None takes the default from config/."""
+
+    tier: str | None = None
+    use_student_model: bool = False
+    student_model: str | None = None
+    num_train_examples: int | None = None
+    num_eval_examples: int | None = None
+    dataset_path: str | None = None
+    system_prompt: str | None = None
+    hre_weight: float | None = None
+    pre_weight: float | None = None
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, args: dict) -> EnvArgs:
+        """Validate names and types; an unknown argument is an error listing the valid ones."""
+        return build(cls, args, "load_environment() arguments")
+
+
+def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
+    """Wire data, parser and rubric into a SingleTurnEnv; `args` override `config`."""
+    config.teachers.tier(args.tier)  # validates the tier name now, not mid-run
+    if args.student_model is not None and not args.use_student_model:
+        raise ValueError("student_model is set but use_student_model is false; set both to score PRE")
+    data_cfg, env_cfg = config.training.dataset, config.training.environment
+    rewards = config.training.rewards
+    seed = config.training.seed if args.seed is None else args.seed
+    source = Gsm8kSource.resolve(args.dataset_path, data_cfg.name, data_cfg.config)
+
+    def pick(value, default):
+        return default if value is None else value
+
+    dataset = load_gsm8k(
+        data_cfg.train_split,
+        source,
+        num_examples=pick(args.num_train_examples, data_cfg.num_train_examples),
+        shuffle=data_cfg.shuffle,
+        seed=seed,
+    )
+    eval_dataset = load_gsm8k(
+        data_cfg.eval_split,
+        source,
+        num_examples=pick(args.num_eval_examples, env_cfg.num_eval_examples),
+        shuffle=False,  # vf-eval shuffles on request (--shuffle); the test split stays comparable
+        seed=seed,
+    )
+    parser = Gsm8kParser()
+    rubric = build_rubric(
+        hre_weight=pick(args.hre_weight, rewards.hre_weight),
+        pre_weight=pick(args.pre_weight, rewards.pre_weight),
+        use_student_model=args.use_student_model,
+        parser=parser,
+    )
+    return vf.SingleTurnEnv(
+        dataset=dataset,
+        eval_dataset=eval_dataset,
+        system_prompt=pick(args.system_prompt, env_cfg.system_prompt),
+        parser=parser,
+        rubric=rubric,
+    )
+
+
+def load_environment(**env_args) -> vf.SingleTurnEnv:
+    """Entry point used by verifiers (`vf-eval alphazero-llm-trainer -a '{...}'`)."""
+    return build_environment(EnvArgs.parse(env_args), load_config())

@@ -1,0 +1,134 @@
+"""load_environment(): wiring, argument validation, and the public rubric reused by another environment."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import verifiers as vf
+from datasets import Dataset
+
+from alphazero_llm.config import load_config
+from alphazero_llm.rewards import build_rubric
+from alphazero_llm_trainer import load_environment
+
+MINI = str(Path(__file__).resolve().parent / "fixtures" / "gsm8k_mini")
+
+
+def rubric_table(env: vf.Environment) -> dict[str, float]:
+    """Our rubric's functions and weights (verifiers groups it with its own num_turns monitor)."""
+    ours = env.rubric.rubrics[0]
+    return {f.__name__: w for f, w in zip(ours.funcs, ours.weights, strict=True)}
+
+
+def test_defaults_come_from_config():
+    env = load_environment(dataset_path=MINI)
+    cfg = load_config().training
+    assert isinstance(env, vf.SingleTurnEnv)
+    assert env.system_prompt == cfg.environment.system_prompt
+    assert "#### " in env.system_prompt
+    assert rubric_table(env) == {
+        "correctness": cfg.rewards.hre_weight,
+        "strict_correctness": 0.0,
+        "format_ok": 0.0,
+        "answer_parsed": 0.0,
+    }
+    assert len(env.dataset) == 8  # fewer than the configured 50 in the fixture
+    assert len(env.eval_dataset) == 6  # -1: the whole eval split
+    assert env.parser.parse("so #### 1,000") == "1,000"
+
+
+def test_rows_are_formatted_with_the_system_prompt():
+    env = load_environment(dataset_path=MINI, num_eval_examples=2, system_prompt="Answer with #### N.")
+    row = env.eval_dataset[0]
+    assert row["answer"] == "91"
+    assert row["prompt"][0] == {"role": "system", "content": "Answer with #### N."}
+    assert row["prompt"][-1]["role"] == "user"
+    assert row["prompt"][-1]["content"].startswith("A farmer has 7 rows")
+    assert row["info"]["solution"].endswith("#### 91")
+    assert len(env.eval_dataset) == 2
+
+
+def test_overrides_and_an_explicit_zero_weight():
+    env = load_environment(dataset_path=MINI, hre_weight=0.0, num_train_examples=3, seed=7)
+    assert rubric_table(env)["correctness"] == 0.0
+    assert len(env.dataset) == 3
+    other_seed = load_environment(dataset_path=MINI, num_train_examples=3, seed=8)
+    assert env.dataset["question"] != other_seed.dataset["question"]
+
+
+def test_gsm8k_path_environment_variable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GSM8K_PATH", MINI)
+    assert load_environment().eval_dataset[0]["answer"] == "91"
+
+
+def test_unknown_argument_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['num_examples'\]; valid keys: \[.*'hre_weight'"):
+        load_environment(num_examples=5)
+
+
+def test_wrong_argument_type():
+    with pytest.raises(ValueError, match="num_train_examples: expected an integer"):
+        load_environment(dataset_path=MINI, num_train_examples="5")
+
+
+def test_unknown_tier():
+    with pytest.raises(ValueError, match="unknown teacher tier 'platinum'"):
+        load_environment(dataset_path=MINI, tier="platinum")
+
+
+def test_student_model_is_not_built_yet():
+    with pytest.raises(NotImplementedError, match="perplexity reward"):
+        load_environment(dataset_path=MINI, use_student_model=True)
+    with pytest.raises(ValueError, match="use_student_model is false"):
+        load_environment(dataset_path=MINI, student_model="some/model")
+
+
+def score(rubric: vf.Rubric, text: str, answer: str) -> vf.State:
+    state = vf.State(
+        prompt=[{"role": "user", "content": "?"}],
+        completion=[{"role": "assistant", "content": text}],
+        answer=answer,
+        info={},
+    )
+    asyncio.run(rubric.score_rollout(state))
+    return state
+
+
+def test_another_environment_can_reuse_the_rubric():
+    """A second, small environment (not GSM8K) builds its rubric from ours and scores with it."""
+    questions = Dataset.from_list(
+        [
+            {"question": "What is 17 * 3?", "answer": "51"},
+            {"question": "Write one half as a decimal.", "answer": "0.5"},
+        ]
+    )
+    rubric = build_rubric(hre_weight=1.0)
+    arithmetic = vf.SingleTurnEnv(
+        dataset=questions,
+        eval_dataset=questions,
+        system_prompt="Reply with the number only, as \\boxed{N}.",
+        parser=rubric.parser,
+        rubric=rubric,
+    )
+    assert arithmetic.rubric.rubrics[0] is rubric
+    right = score(rubric, "17 * 3 = 51, so \\boxed{51}", "51")
+    assert right["reward"] == 1.0
+    assert right["metrics"] == {
+        "correctness": 1.0,
+        "strict_correctness": 0.0,
+        "format_ok": 0.0,
+        "answer_parsed": 1.0,
+    }
+    assert score(rubric, "The answer is $\\frac{1}{2}$.", "0.5")["reward"] == 1.0
+    wrong = score(rubric, "17 * 3 = 41\n#### 41", "51")
+    assert wrong["reward"] == 0.0
+    assert wrong["metrics"]["format_ok"] == 1.0
+    unparsed = score(rubric, "I am not sure.", "51")
+    assert unparsed["metrics"]["answer_parsed"] == 0.0
+
+
+def test_rubric_rejects_negative_weights():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        build_rubric(hre_weight=-1.0)
