@@ -1,0 +1,1 @@
+"""Training from search trees: losses, the run loop, checkpoints."""
