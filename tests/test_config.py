@@ -29,9 +29,12 @@ def test_defaults_are_read_through_the_package():
         assert (shipped / name).is_file()
 
 
-def test_repo_config_dir_is_the_shipped_defaults():
-    # config/ at the top level is what the package ships, not a second copy.
-    assert REPO_CONFIG.resolve() == Path(str(default_config_dir())).resolve()
+def test_repo_config_dir_is_what_the_package_ships():
+    # config/ at the top level links to the package's defaults: one copy, in the repo and the wheel.
+    assert REPO_CONFIG.resolve() == (REPO_CONFIG.parent / "src" / "alphazero_llm" / "defaults").resolve()
+    shipped = Path(str(default_config_dir()))
+    for name in (MODELS_FILE, TEACHERS_FILE, TRAINING_FILE):
+        assert (REPO_CONFIG / name).read_text() == (shipped / name).read_text()
 
 
 def test_default_values_match_the_design():
