@@ -6,7 +6,9 @@ ALPHAZERO_REQUIRE_REAL_PARTS=1 so that an absent part fails instead of hiding.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,41 @@ from alphazero_llm.server import LocalServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV_VAR = "GSM8K_DATA_DIR"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other host name
+
+
+class NonLoopbackTraffic(RuntimeError):
+    """A test tried to reach a host outside 127.0.0.0/8 / ::1."""
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse, in the test process, any connection or name lookup beyond loopback.
+
+    Subprocesses we start (the server) are kept offline by their own environment.
+    """
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(sock: socket.socket, address, *args):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(str(address[0])):
+            raise NonLoopbackTraffic(f"tests may only connect to loopback, not {address!r}")
+        return real_connect(sock, address, *args)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and not is_loopback(host.decode() if isinstance(host, bytes) else str(host)):
+            raise NonLoopbackTraffic(f"tests may only resolve loopback names, not {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 def missing(reason: str) -> None:

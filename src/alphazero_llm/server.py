@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -82,8 +83,10 @@ class LocalServer:
             raise FileNotFoundError(f"{self.model_dir}: not a model directory (no config.json)")
         self._log_handle = self.log_file.open("wb") if self.log_file else subprocess.DEVNULL
         logger.info("Starting transformers serve for %s on %s", self.model_dir, self.base_url)
+        # It serves a local directory: nothing to fetch, so no traffic leaves the machine.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
         self._process = subprocess.Popen(
-            self.command(), stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(), stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
         try:
             self._wait_healthy()
