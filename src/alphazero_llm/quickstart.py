@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from alphazero_llm.models.embedded import embedded_model_dir
@@ -32,9 +33,11 @@ def vf_eval_command(
     env_args: dict | None = None,
 ) -> list[str]:
     """The real `vf-eval` CLI, pointed at `server`; run it with `KEY_VAR` set in its environment."""
-    vf_eval = shutil.which("vf-eval")
+    # The CLI installed beside this interpreter (an unactivated venv), else the one on PATH.
+    beside = Path(sys.executable).parent / "vf-eval"
+    vf_eval = str(beside) if beside.is_file() else shutil.which("vf-eval")
     if vf_eval is None:
-        raise SystemExit("vf-eval is not on PATH: install this package (pip install -e .) in the active venv")
+        raise SystemExit("vf-eval not found: install this package (pip install -e .) into this Python's venv")
     return [
         vf_eval, "alphazero-llm-trainer",
         "-m", server.model_name, "-b", server.base_url, "-k", KEY_VAR,
