@@ -1,0 +1,319 @@
+"""The student: the model we train, with a batched generate / log-prob API.
+
+On CUDA it is loaded in bitsandbytes nf4 4-bit with bf16 compute, prepared for
+k-bit training, and wrapped with LoRA from `config/models.yaml`. On a CPU it is
+a bf16 or fp32 model with the same LoRA: 4-bit is refused there, because after
+any no-grad forward bitsandbytes repacks CPU weights and LoRA gradients through
+the frozen 4-bit layers become silently wrong (DESIGN.md).
+
+Prompts are chats (a list of `{"role", "content"}` messages) or plain strings
+(one user message); both go through the tokenizer's chat template with the
+generation prompt, so a completion is the assistant's text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model, load_peft_weights, set_peft_model_state_dict
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from alphazero_llm.config import ModelsConfig
+from alphazero_llm.models.embedded import cache_root, convert_gguf, embedded_model_dir
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, str]
+Prompt = str | Sequence[Message]
+
+EMBEDDED = "embedded"
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class FourBitOnCPUError(ValueError):
+    """4-bit LoRA training on a CPU gives silently wrong gradients; refuse it."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available")
+    return torch.device(device)
+
+
+def resolve_model_path(name: str) -> str:
+    """`embedded`, a .gguf file (converted once to a cached checkpoint), a directory or a hub id."""
+    if name == EMBEDDED:
+        return str(embedded_model_dir())
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: GGUF file not found")
+        stat = path.stat()
+        out = cache_root() / f"{path.stem}-{stat.st_size:x}-{int(stat.st_mtime):x}"
+        return str(out if (out / "config.json").is_file() else convert_gguf(path, out))
+    return str(path) if path.is_dir() else name
+
+
+def default_student_name(config: ModelsConfig, device: str = "auto") -> str:
+    """models.yaml's student on CUDA, its CPU student (the embedded SmolLM2 by default) elsewhere."""
+    return config.student.name if resolve_device(device).type == "cuda" else config.student.cpu_name
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """What to load: resolved from config and CLI, with nothing left implicit."""
+
+    name: str
+    device: str = "auto"
+    dtype: str | None = None  # None: bf16 compute in 4-bit on CUDA, `cpu_dtype` on CPU
+    load_in_4bit: bool | None = None  # None: 4-bit exactly when on CUDA and the config asks for it
+    lora: bool = True
+    trust_remote_code: bool = False
+
+
+class StudentModel:
+    """A causal LM (+ LoRA) with batched `generate`, `completion_logprobs` and a `reference()` view."""
+
+    def __init__(self, model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    # --- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, spec: StudentSpec, config: ModelsConfig) -> StudentModel:
+        device = resolve_device(spec.device)
+        on_cuda = device.type == "cuda"
+        four_bit = (config.student.load_in_4bit and on_cuda) if spec.load_in_4bit is None else spec.load_in_4bit
+        if four_bit and not on_cuda:
+            raise FourBitOnCPUError(
+                "4-bit loading is refused on CPU: after any no-grad forward (e.g. generate()) bitsandbytes "
+                "repacks the CPU weights and LoRA gradients through the frozen 4-bit layers become silently "
+                "wrong (about 100% error). Use a bf16 or fp32 LoRA on CPU (models.yaml: student.cpu_dtype)."
+            )
+        path = resolve_model_path(spec.name)
+        dtype_name = spec.dtype or (config.student.bnb_4bit_compute_dtype if four_bit else config.student.cpu_dtype)
+        dtype = _DTYPES[dtype_name]
+        kwargs: dict = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
+        if four_bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=config.student.bnb_4bit_quant_type,
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_use_double_quant=config.student.bnb_4bit_use_double_quant,
+            )
+            kwargs["device_map"] = {"": device.index or 0}
+        logger.info("Loading student %s (%s, %s)", path, "nf4 4-bit" if four_bit else dtype_name, device)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if not four_bit:
+            model.to(device)
+        if four_bit:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model)
+        if spec.lora:
+            lora = config.lora
+            model = get_peft_model(
+                model,
+                PeftLoraConfig(
+                    r=lora.r,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    bias=lora.bias,
+                    target_modules=list(lora.target_modules),
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        model.eval()  # dropout off; the training loop switches to train() around its updates
+        return cls(model, tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def has_adapter(self) -> bool:
+        return isinstance(self.model, PeftModel)
+
+    # --- prompts -------------------------------------------------------------------------------
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        """The chat-templated prompt, ending where the assistant's text starts."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        # The template already holds any special tokens; adding more would shift the text.
+        return self.tokenizer(self.prompt_text(prompt), add_special_tokens=False)["input_ids"]
+
+    # --- generation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        n: int = 1,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        batch_size: int = 8,
+    ) -> list[list[str]]:
+        """`n` completions per prompt (greedy when temperature is 0), cut before the first stop string.
+
+        A seed makes sampling reproducible without touching the caller's global RNG state.
+        """
+        if n < 1 or max_new_tokens < 1:
+            raise ValueError("n and max_new_tokens must be >= 1")
+        stop = [s for s in (stop or []) if s]
+        sampling = temperature > 0
+        results: list[list[str]] = []
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(prompts), batch_size):
+                chunk = prompts[start : start + batch_size]
+                batch = self._left_padded([self.prompt_ids(p) for p in chunk])
+                output = self.model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=sampling,
+                    temperature=temperature if sampling else None,
+                    top_p=top_p if sampling else None,
+                    top_k=None,
+                    num_return_sequences=n,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    stop_strings=stop or None,
+                    tokenizer=self.tokenizer if stop else None,
+                )
+                new_tokens = output[:, batch["input_ids"].shape[1] :]
+                texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                texts = [_cut_at_stop(text, stop) for text in texts]
+                results.extend(texts[i * n : (i + 1) * n] for i in range(len(chunk)))
+        return results
+
+    def _left_padded(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    # --- log-probs -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def completion_logprobs(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], max_batch_tokens: int = 4096
+    ) -> list[torch.Tensor]:
+        """Per-token log-probs (fp32, on CPU) of each completion's tokens given its templated prompt.
+
+        Prompt tokens are excluded. Pairs are sorted by length and packed into right-padded batches
+        of at most `max_batch_tokens` tokens, so padding is small and never precedes a real token
+        (causal attention makes the result equal to scoring one pair at a time). The LM head runs
+        only on the positions that predict completion tokens.
+        """
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        prompt_ids = [self.prompt_ids(p) for p in prompts]
+        completion_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
+        return self.token_logprobs(prompt_ids, completion_ids, max_batch_tokens)
+
+    def token_logprobs(
+        self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], max_batch_tokens: int = 4096
+    ) -> list[torch.Tensor]:
+        """`completion_logprobs` on token ids; runs with whatever grad mode the caller set."""
+        out: list[torch.Tensor | None] = [None] * len(prompt_ids)
+        for index in (i for i, c in enumerate(completion_ids) if not c):
+            out[index] = torch.empty(0)
+        order = sorted(
+            (i for i, c in enumerate(completion_ids) if c), key=lambda i: -len(prompt_ids[i] + completion_ids[i])
+        )
+        for batch in _pack(
+            order, [len(prompt_ids[i]) + len(completion_ids[i]) for i in range(len(prompt_ids))], max_batch_tokens
+        ):
+            scored = self._score_batch([prompt_ids[i] for i in batch], [completion_ids[i] for i in batch])
+            for i, logprobs in zip(batch, scored, strict=True):
+                out[i] = logprobs
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, prompts: list[list[int]], completions: list[list[int]]) -> list[torch.Tensor]:
+        sequences = [p + c for p, c in zip(prompts, completions, strict=True)]
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
+        hidden = self._backbone()(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        # Position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2.
+        rows = torch.cat([torch.full((len(c),), b) for b, c in enumerate(completions)]).to(self.device)
+        starts = [len(p) - 1 for p in prompts]
+        cols = torch.cat([torch.arange(s, s + len(c)) for s, c in zip(starts, completions, strict=True)])
+        targets = torch.tensor([t for c in completions for t in c], device=self.device)
+        logits = self.model.get_output_embeddings()(hidden[rows, cols.to(self.device)]).float()
+        logprobs = logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+        return list(logprobs.cpu().split([len(c) for c in completions]))
+
+    def _backbone(self) -> torch.nn.Module:
+        base = self.model.get_base_model() if self.has_adapter else self.model
+        return base.get_decoder()
+
+    # --- reference and adapters ----------------------------------------------------------------
+
+    @contextmanager
+    def reference(self) -> Iterator[StudentModel]:
+        """The base model (adapter disabled), exactly and without a copy."""
+        if not self.has_adapter:
+            yield self
+            return
+        with self.model.disable_adapter():
+            yield self
+
+    def save_adapter(self, directory: Path) -> None:
+        """Write the LoRA adapter in PEFT format (adapter_config.json + adapter_model.safetensors)."""
+        if not self.has_adapter:
+            raise ValueError("this student has no LoRA adapter to save")
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+
+    def load_adapter(self, directory: Path) -> None:
+        """Load PEFT adapter weights (safetensors) saved by `save_adapter` into the current adapter."""
+        if not self.has_adapter:
+            raise ValueError("this student has no LoRA adapter to load into")
+        directory = Path(directory)
+        if not (directory / "adapter_model.safetensors").is_file():
+            raise FileNotFoundError(f"{directory}: no adapter_model.safetensors")
+        weights = load_peft_weights(str(directory), device=str(self.device))
+        result = set_peft_model_state_dict(self.model, weights)
+        unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+        if unexpected:
+            raise ValueError(f"{directory}: adapter does not fit this model (e.g. {unexpected[0]})")
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+def _pack(order: list[int], lengths: list[int], max_batch_tokens: int) -> Iterator[list[int]]:
+    """Consecutive groups of `order` whose padded size (count x longest) fits the token budget."""
+    batch: list[int] = []
+    for i in order:  # longest first, so the first member sets the padded width
+        if batch and (len(batch) + 1) * lengths[batch[0]] > max_batch_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
