@@ -10,6 +10,8 @@ import verifiers as vf
 from datasets import Dataset
 
 from alphazero_llm.config import load_config
+from alphazero_llm.environment import shared_perplexity_reward
+from alphazero_llm.models.student import StudentModel
 from alphazero_llm.rewards import build_rubric
 from alphazero_llm_trainer import load_environment
 
@@ -78,11 +80,35 @@ def test_unknown_tier():
         load_environment(dataset_path=MINI, tier="platinum")
 
 
-def test_student_model_is_not_built_yet():
-    with pytest.raises(NotImplementedError, match="perplexity reward"):
-        load_environment(dataset_path=MINI, use_student_model=True)
+def test_student_model_needs_use_student_model():
     with pytest.raises(ValueError, match="use_student_model is false"):
         load_environment(dataset_path=MINI, student_model="some/model")
+
+
+@pytest.mark.slow
+def test_use_student_model_adds_perplexity_once_per_process(smollm_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    loads = []
+    real_load = StudentModel.load.__func__
+
+    def counting_load(cls, spec, config):
+        loads.append(spec)
+        return real_load(cls, spec, config)
+
+    monkeypatch.setattr(StudentModel, "load", classmethod(counting_load))
+    shared_perplexity_reward.cache_clear()
+    env = load_environment(dataset_path=MINI, use_student_model=True, student_model=str(smollm_dir))
+    assert rubric_table(env) == {
+        "correctness": 0.4,
+        "perplexity": 0.6,
+        "strict_correctness": 0.0,
+        "format_ok": 0.0,
+        "answer_parsed": 0.0,
+    }
+    again = load_environment(dataset_path=MINI, use_student_model=True, student_model=str(smollm_dir), pre_weight=0.3)
+    assert rubric_table(again)["perplexity"] == 0.3
+    assert len(loads) == 1  # two environments, one student per process
+    assert loads[0].name == str(smollm_dir) and loads[0].lora is False
+    shared_perplexity_reward.cache_clear()
 
 
 def score(rubric: vf.Rubric, text: str, answer: str) -> vf.State:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 import verifiers as vf
 
-from alphazero_llm.config import Config, build, load_config
+from alphazero_llm.config import Config, ModelsConfig, build, load_config
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
-from alphazero_llm.rewards import Gsm8kParser, build_rubric
+from alphazero_llm.rewards import Gsm8kParser, PerplexityReward, build_rubric
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
     config.teachers.tier(args.tier)  # validates the tier name now, not mid-run
     if args.student_model is not None and not args.use_student_model:
         raise ValueError("student_model is set but use_student_model is false; set both to score PRE")
+    pre = shared_perplexity_reward(args.student_model, config.models) if args.use_student_model else None
     data_cfg, env_cfg = config.training.dataset, config.training.environment
     rewards = config.training.rewards
     seed = config.training.seed if args.seed is None else args.seed
@@ -66,7 +68,7 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
     rubric = build_rubric(
         hre_weight=pick(args.hre_weight, rewards.hre_weight),
         pre_weight=pick(args.pre_weight, rewards.pre_weight),
-        use_student_model=args.use_student_model,
+        pre=pre,
         parser=parser,
     )
     return vf.SingleTurnEnv(
@@ -76,6 +78,16 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
         parser=parser,
         rubric=rubric,
     )
+
+
+@functools.cache
+def shared_perplexity_reward(student_model: str | None, models: ModelsConfig) -> PerplexityReward:
+    """One student and one reference-perplexity cache per process, whatever the number of environments."""
+    from alphazero_llm.models.student import StudentModel, StudentSpec, default_student_name
+
+    # Scoring only: the base model without a LoRA adapter, in the training dtype (see StudentSpec).
+    spec = StudentSpec(name=student_model or default_student_name(models), lora=False)
+    return PerplexityReward(StudentModel.load(spec, models))
 
 
 def load_environment(**env_args) -> vf.SingleTurnEnv:

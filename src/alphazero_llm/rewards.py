@@ -5,8 +5,16 @@ The same functions score vf-eval rollouts, MCTS leaves and GRPO groups.
 - HRE (hard reward): `hre_score(completion, gold)` is 1.0 when the completion's
   committed final answer equals the gold number, else 0.0. The extraction
   rules are documented in `alphazero_llm.answers`.
-- PRE (perplexity reward) needs a student model; it arrives with the student
-  (`use_student_model=True`) and is not built yet.
+- PRE (perplexity reward): how natural a solution is to the student model,
+  normalised against the reference solution of the same question:
+
+      ppl(text)  = exp(-mean log p_student(token | chat-templated question, earlier tokens))
+      PRE        = clip((ppl(reference) - ppl(completion)) / ppl(reference), -1, 1)
+
+  Only completion tokens count (the question's tokens are the condition, not
+  scored). PRE > 0 when the completion is *more* natural to the student than the
+  reference solution, 0 when equally natural, < 0 when less (and -1 once it is
+  twice as perplexing or worse). An empty completion gets -1.
 
 `build_rubric()` is public so that other environments can reuse our grading:
 
@@ -16,9 +24,11 @@ The same functions score vf-eval rollouts, MCTS leaves and GRPO groups.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from typing import Any
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import verifiers as vf
 
@@ -50,6 +60,13 @@ def completion_text(completion: Any) -> str:
     return ""
 
 
+def prompt_messages(prompt: Any) -> list[dict[str, str]]:
+    """A verifiers prompt (string, dicts or message objects) as plain `{"role", "content"}` dicts."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": str(_field(m, "role")), "content": _content_text(_field(m, "content"))} for m in prompt]
+
+
 def _field(message: Any, name: str) -> Any:
     return message.get(name) if isinstance(message, dict) else getattr(message, name, None)
 
@@ -60,6 +77,60 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):  # OpenAI content parts
         return "".join(str(_field(part, "text") or "") for part in content if _field(part, "type") == "text")
     return ""
+
+
+# --- PRE ---------------------------------------------------------------------
+
+
+def perplexity(logprobs: Sequence[float]) -> float:
+    """exp of the mean negative log-likelihood per token; undefined (ValueError) for no tokens."""
+    if len(logprobs) == 0:
+        raise ValueError("perplexity of an empty token sequence is undefined")
+    return math.exp(-math.fsum(float(x) for x in logprobs) / len(logprobs))
+
+
+def pre_reward(completion_ppl: float, reference_ppl: float) -> float:
+    """clip((reference_ppl - completion_ppl) / reference_ppl, -1, 1): positive when more natural."""
+    if not reference_ppl > 0:
+        raise ValueError(f"reference perplexity must be positive, got {reference_ppl}")
+    return max(-1.0, min(1.0, (reference_ppl - completion_ppl) / reference_ppl))
+
+
+class LogprobModel(Protocol):
+    """Anything that scores completions given prompts (the student model, or a test fake)."""
+
+    def completion_logprobs(self, prompts: Sequence[Any], completions: Sequence[str]) -> Sequence[Sequence[float]]: ...
+
+
+class PerplexityReward:
+    """PRE for groups of completions, with the reference perplexity cached per (prompt, solution).
+
+    One batched log-prob call scores every completion of a group, plus the reference
+    solution the first time its question is seen.
+    """
+
+    def __init__(self, model: LogprobModel) -> None:
+        self.model = model
+        self._reference_ppl: dict[str, float] = {}
+
+    def score(self, prompts: Sequence[Any], completions: Sequence[str], solutions: Sequence[str]) -> list[float]:
+        """PRE of `completions[i]` answering `prompts[i]`, normalised by `solutions[i]`'s perplexity."""
+        if not len(prompts) == len(completions) == len(solutions):
+            raise ValueError("prompts, completions and solutions must have the same length")
+        chats = [prompt_messages(p) for p in prompts]
+        keys = [json.dumps([chat, solution]) for chat, solution in zip(chats, solutions, strict=True)]
+        missing = {key: i for i, key in enumerate(keys) if key not in self._reference_ppl}
+        scored = [i for i, text in enumerate(completions) if text.strip()]
+        pairs = [(chats[i], solutions[i]) for i in missing.values()] + [(chats[i], completions[i]) for i in scored]
+        logprobs = self.model.completion_logprobs([p for p, _ in pairs], [c for _, c in pairs]) if pairs else []
+        for key, lp in zip(missing, logprobs[: len(missing)], strict=True):
+            self._reference_ppl[key] = perplexity(lp)
+        rewards = [-1.0] * len(completions)
+        for i, lp in zip(scored, logprobs[len(missing) :], strict=True):
+            rewards[i] = pre_reward(perplexity(lp), self._reference_ppl[keys[i]])
+        for i in set(range(len(completions))) - set(scored):
+            logger.warning("PRE: completion %d is empty; it gets -1", i)
+        return rewards
 
 
 # --- rubric functions: verifiers passes only the arguments they name --------
@@ -92,27 +163,37 @@ class Gsm8kParser(vf.Parser):
         super().__init__(extract_fn=extract_answer)
 
 
+def perplexity_metric(pre: PerplexityReward) -> Callable[..., list[float]]:
+    """The rubric's `perplexity` function: a group function, so one question's rollouts are batched."""
+
+    def perplexity(prompts: list[Any], completions: list[Any], infos: list[dict]) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        return pre.score(prompts, texts, [info["solution"] for info in infos])
+
+    return perplexity
+
+
 def build_rubric(
     hre_weight: float = 0.4,
     pre_weight: float = 0.6,
-    use_student_model: bool = False,
+    pre: PerplexityReward | None = None,
     parser: vf.Parser | None = None,
 ) -> vf.Rubric:
     """The GSM8K rubric: `correctness` (HRE) at `hre_weight`, `perplexity` (PRE) at `pre_weight`
-    when a student model is used, and weight-0 metrics `strict_correctness`, `format_ok`,
+    when a `PerplexityReward` is given, and weight-0 metrics `strict_correctness`, `format_ok`,
     `answer_parsed`.
 
     The weights are taken as given (an explicit 0.0 stays 0.0); the reward is their weighted sum.
+    PRE reads the reference solution from each row's `info["solution"]`. It is a group function,
+    so verifiers' `--independent-scoring` cannot be used with it.
     """
     if hre_weight < 0 or pre_weight < 0:
         raise ValueError(f"reward weights must be >= 0, got hre={hre_weight}, pre={pre_weight}")
-    funcs: list[Callable[..., float]] = [correctness]
+    funcs: list[Callable[..., Any]] = [correctness]
     weights = [hre_weight]
-    if use_student_model:
-        raise NotImplementedError(
-            "use_student_model=True needs the student model and the perplexity reward (PRE), "
-            "which are not implemented yet; run with use_student_model=False (HRE only)."
-        )
+    if pre is not None:
+        funcs.append(perplexity_metric(pre))
+        weights.append(pre_weight)
     for metric in (strict_correctness, format_ok, answer_parsed):
         funcs.append(metric)
         weights.append(0.0)
