@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from alphazero_llm.config import load_config
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.quickstart import KEY_VAR, vf_eval_command
-from alphazero_llm.rewards import answer_parsed, completion_text, format_ok, hre_score, strict_score
+from alphazero_llm.rewards import (
+    PerplexityReward,
+    answer_parsed,
+    completion_text,
+    format_ok,
+    hre_score,
+    strict_score,
+)
 from alphazero_llm.server import LocalServer
 
 pytestmark = pytest.mark.slow
@@ -48,3 +57,31 @@ def test_vf_eval_end_to_end(smollm_server: LocalServer, tmp_path: Path):
         assert row["answer_parsed"] == answer_parsed(row["completion"])
         # The reward is the weighted sum: HRE at the given weight, metrics at weight 0.
         assert row["reward"] == pytest.approx(HRE_WEIGHT * correctness)
+
+
+def test_vf_eval_with_the_student_scores_pre(smollm_server: LocalServer, smollm_dir: Path, tmp_path: Path):
+    """PRE through vf-eval: present, in [-1, 1], equal to the library's PRE on the saved rollouts."""
+    env_args = {"dataset_path": str(MINI), "use_student_model": True, "student_model": str(smollm_dir)}
+    rows = run_vf_eval(smollm_server, tmp_path, env_args)
+    assert len(rows) == 10
+    assert all(-1.0 <= row["perplexity"] <= 1.0 for row in rows)
+    assert len({row["perplexity"] for row in rows}) > 1  # a real score, not a constant
+
+    # Recompute with the student loaded the same way, one question's rollouts per call as vf-eval did.
+    config = load_config()
+    spec = StudentSpec(name=str(smollm_dir), lora=False)
+    pre = PerplexityReward(StudentModel.load(spec, config.models))
+    by_example: dict[int, list[dict]] = {}
+    for row in rows:
+        by_example.setdefault(row["example_id"], []).append(row)
+    rewards = config.training.rewards
+    for group in by_example.values():
+        expected = pre.score(
+            [row["prompt"] for row in group],
+            [completion_text(row["completion"]) for row in group],
+            [row["info"]["solution"] for row in group],
+        )
+        for row, value in zip(group, expected, strict=True):
+            assert row["perplexity"] == pytest.approx(value, abs=1e-4)
+            weighted = rewards.hre_weight * row["correctness"] + rewards.pre_weight * row["perplexity"]
+            assert row["reward"] == pytest.approx(weighted)
