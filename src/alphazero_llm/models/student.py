@@ -173,7 +173,9 @@ class StudentModel:
         seed: int | None = None,
         batch_size: int = 8,
     ) -> list[list[str]]:
-        """`n` completions per prompt (greedy when temperature is 0), cut before the first stop string.
+        """`n` completions per prompt, cut before the first stop string.
+
+        Greedy when temperature is 0 (then the n completions are identical, as from vLLM).
 
         A seed makes sampling reproducible without touching the caller's global RNG state.
         """
@@ -189,6 +191,8 @@ class StudentModel:
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
                 batch = self._left_padded([self.prompt_ids(p) for p in chunk])
+                # Greedy decoding has one answer per prompt: decode it once and repeat it n times.
+                per_prompt = n if sampling else 1
                 output = self.model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,
@@ -196,7 +200,7 @@ class StudentModel:
                     temperature=temperature if sampling else None,
                     top_p=top_p if sampling else None,
                     top_k=None,
-                    num_return_sequences=n,
+                    num_return_sequences=per_prompt,
                     pad_token_id=self.tokenizer.pad_token_id,
                     stop_strings=stop or None,
                     tokenizer=self.tokenizer if stop else None,
@@ -204,7 +208,8 @@ class StudentModel:
                 new_tokens = output[:, batch["input_ids"].shape[1] :]
                 texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 texts = [_cut_at_stop(text, stop) for text in texts]
-                results.extend(texts[i * n : (i + 1) * n] for i in range(len(chunk)))
+                repeat = n // per_prompt
+                results.extend(texts[i * per_prompt : (i + 1) * per_prompt] * repeat for i in range(len(chunk)))
         return results
 
     def _left_padded(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -263,8 +268,7 @@ class StudentModel:
         starts = [len(p) - 1 for p in prompts]
         cols = torch.cat([torch.arange(s, s + len(c)) for s, c in zip(starts, completions, strict=True)])
         targets = torch.tensor([t for c in completions for t in c], device=self.device)
-        logits = self.model.get_output_embeddings()(hidden[rows, cols.to(self.device)]).float()
-        logprobs = logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+        logprobs = _head_logprobs(self.model.get_output_embeddings(), hidden[rows, cols.to(self.device)], targets)
         return list(logprobs.cpu().split([len(c) for c in completions]))
 
     def _backbone(self) -> torch.nn.Module:
@@ -300,6 +304,22 @@ class StudentModel:
         unexpected = [k for k in result.unexpected_keys if "lora_" in k]
         if unexpected:
             raise ValueError(f"{directory}: adapter does not fit this model (e.g. {unexpected[0]})")
+
+
+def _head_logprobs(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
+    """log p(target) for rows of `hidden` [N, H] -> [N] fp32, the vocabulary handled `chunk` rows at a time.
+
+    Never materialises [N, vocab] logits (128k columns for Llama 3), nor a full log_softmax:
+    log p = logit[target] - logsumexp(logits), in fp32 whatever the model dtype.
+    """
+    out = []
+    for start in range(0, len(hidden), chunk):
+        logits = head(hidden[start : start + chunk]).float()
+        target = targets[start : start + chunk, None]
+        out.append(logits.gather(-1, target).squeeze(-1) - logits.logsumexp(-1))
+    return torch.cat(out) if out else torch.empty(0, device=hidden.device)
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
