@@ -1,0 +1,268 @@
+"""Optional vLLM engine: the student's `generate` API served by vLLM, with the student's latest LoRA.
+
+Why: sampling many completions per question (MCTS expansions, GRPO groups) is the slow part of a
+run, and vLLM's continuous batching and paged KV cache do it several times faster than
+`model.generate`. The transformers `StudentModel` stays the model that trains and that computes
+the log-probs entering the loss; after each `save_adapter`, `set_adapter` points vLLM at the new
+weights under a new adapter id (vLLM caches adapters by id, so reusing one would serve stale
+weights).
+
+Quantization: vLLM serves the *bf16* base weights (models.yaml's 4-bit compute dtype) plus the
+LoRA, while the student trains on an nf4 4-bit base. Samples therefore come from a policy that
+differs from the trained one by nf4's quantization error, the usual rollout-engine/trainer
+mismatch; that is why loss log-probs come from the student, and `completion_logprobs` here is for
+measuring the gap and for scoring that may tolerate it. A 3B model in bf16 takes ~6.5 GB, which
+fits beside the 4-bit student on one GPU. vLLM's in-flight bitsandbytes 4-bit is available by
+passing `quantization="bitsandbytes"` (closer to the student, less memory), but it is not the
+default: it decodes more slowly and LoRA on bitsandbytes layers is newer and less exercised
+in vLLM.
+
+Templating has one implementation, the student's: the engine takes anything with
+`prompt_ids(prompt)` and a `tokenizer` (a `StudentModel`) and sends vLLM token ids, never text, so
+vLLM cannot re-tokenize the template and add a second BOS.
+
+vLLM is imported only when an engine is built: a CPU install never needs it (its wheels are
+CUDA-only), and importing this module never imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from alphazero_llm.config import ModelsConfig
+from alphazero_llm.models.student import Prompt, resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+VLLM_INSTALL_HINT = "pip install 'alphazero-llm-trainer[vllm]'"
+# The LoRA ranks vLLM accepts for max_lora_rank (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class VLLMUnavailableError(ImportError):
+    """vLLM is not installed (it needs CUDA); the message says how to install it."""
+
+
+class PromptEncoder(Protocol):
+    """What the engine needs from the student: its chat template as token ids, and its tokenizer."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]: ...
+
+
+def import_vllm() -> ModuleType:
+    """`import vllm`, or a `VLLMUnavailableError` that names the extra to install."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise VLLMUnavailableError(
+            f"the vLLM engine needs vLLM, which is not installed: {VLLM_INSTALL_HINT} "
+            "(vLLM's wheels need an NVIDIA GPU with CUDA; on CPU use StudentModel.generate)"
+        ) from exc
+    return vllm
+
+
+def vllm_lora_rank(r: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds an adapter of rank `r`."""
+    for rank in VLLM_LORA_RANKS:
+        if rank >= r:
+            return rank
+    raise ValueError(f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
+
+
+class VLLMEngine:
+    """`generate` (and `completion_logprobs`) like `StudentModel`'s, run by `vllm.LLM` with the latest adapter."""
+
+    def __init__(
+        self,
+        model: str,
+        encoder: PromptEncoder,
+        config: ModelsConfig,
+        *,
+        gpu_memory_utilization: float = 0.35,
+        seed: int = 0,
+        dtype: str | None = None,
+        quantization: str | None = None,
+        enforce_eager: bool = False,
+        adapter_name: str = "student",
+        llm_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Start vLLM on `model` (the student's name: hub id, directory, .gguf or `embedded`).
+
+        `gpu_memory_utilization` is the share of the GPU vLLM may take for weights, activations
+        and KV cache; the default leaves room for the 4-bit student and its training step.
+        `dtype` defaults to models.yaml's 4-bit compute dtype. `llm_kwargs` go to `vllm.LLM` last.
+        """
+        vllm = import_vllm()
+        from vllm.lora.request import LoRARequest
+
+        self._vllm = vllm
+        self._lora_request_type = LoRARequest
+        self.encoder = encoder
+        self.adapter_name = adapter_name
+        self._adapter_id = 0
+        self._adapter: Any | None = None  # the current LoRARequest
+        self._adapter_enabled = True
+        kwargs: dict[str, Any] = {
+            "model": resolve_model_path(model),
+            "dtype": config.student.bnb_4bit_compute_dtype if dtype is None else dtype,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_model_len": config.student.max_seq_len,
+            "seed": seed,
+            "enable_lora": True,
+            "max_lora_rank": vllm_lora_rank(config.lora.r),
+            "max_loras": 1,  # one adapter at a time: an old id is evicted when a new one loads
+            "trust_remote_code": config.student.trust_remote_code,
+            "enforce_eager": enforce_eager,
+        }
+        if quantization is not None:
+            kwargs["quantization"] = quantization
+        kwargs.update(llm_kwargs or {})
+        logger.info("Starting vLLM on %s (%s)", kwargs["model"], kwargs["dtype"])
+        self.llm = vllm.LLM(**kwargs)
+
+    # --- adapters ------------------------------------------------------------------------------
+
+    @property
+    def adapter_id(self) -> int:
+        """The id of the latest adapter (0: none set yet); each `set_adapter` takes a new one."""
+        return self._adapter_id
+
+    @property
+    def adapter_path(self) -> Path | None:
+        return None if self._adapter is None else Path(self._adapter.lora_path)
+
+    @property
+    def lora_request(self) -> Any | None:
+        """What `generate` passes to vLLM: the latest adapter, or None for the base model."""
+        return self._adapter if self._adapter_enabled else None
+
+    def set_adapter(self, directory: Path | str) -> None:
+        """Serve the PEFT adapter in `directory` (as written by `StudentModel.save_adapter`).
+
+        Call it after every save, even to the same directory: the new id makes vLLM read the
+        files again instead of serving the weights it cached under the old id.
+        """
+        path = Path(directory).resolve()
+        missing = [name for name in ADAPTER_FILES if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path}: not a saved LoRA adapter (missing {', '.join(missing)})")
+        self._adapter_id += 1
+        self._adapter = self._lora_request_type(
+            lora_name=f"{self.adapter_name}-{self._adapter_id}",  # vLLM compares requests by name
+            lora_int_id=self._adapter_id,
+            lora_path=str(path),
+        )
+        logger.info("vLLM adapter %d: %s", self._adapter_id, path)
+
+    def clear_adapter(self) -> None:
+        """Serve the base model from now on."""
+        self._adapter = None
+
+    @contextmanager
+    def reference(self) -> Iterator[VLLMEngine]:
+        """The base model (adapter disabled), like `StudentModel.reference()`."""
+        enabled, self._adapter_enabled = self._adapter_enabled, False
+        try:
+            yield self
+        finally:
+            self._adapter_enabled = enabled
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        n: int = 1,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        batch_size: int = 8,
+    ) -> list[list[str]]:
+        """`n` completions per prompt (greedy when temperature is 0), cut before the first stop string.
+
+        `batch_size` is accepted for `StudentModel` compatibility and ignored: vLLM schedules
+        its own batches. With a seed, prompt i samples with seeds `seed + i*n ...` (vLLM gives
+        the j-th of the n samples `seed + j`), so every sample has its own reproducible stream.
+        """
+        del batch_size
+        if n < 1 or max_new_tokens < 1:
+            raise ValueError("n and max_new_tokens must be >= 1")
+        if not prompts:
+            return []
+        greedy = temperature <= 0
+        stop_strings = [s for s in (stop or []) if s] or None
+
+        def params(sample_seed: int | None) -> Any:
+            return self._vllm.SamplingParams(
+                n=n,
+                temperature=0.0 if greedy else temperature,
+                top_p=1.0 if greedy else top_p,
+                max_tokens=max_new_tokens,
+                stop=stop_strings,  # vLLM leaves the stop string out of the text
+                seed=sample_seed,
+            )
+
+        sampling = params(None) if seed is None else [params(seed + i * n) for i in range(len(prompts))]
+        outputs = self._run([self.encoder.prompt_ids(p) for p in prompts], sampling)
+        return [[c.text for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
+
+    # --- log-probs -----------------------------------------------------------------------------
+
+    def completion_logprobs(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[torch.Tensor]:
+        """Per-token log-probs (fp32, on CPU) of each completion given its templated prompt, as vLLM computes them.
+
+        Same tokenization as `StudentModel.completion_logprobs`, so the two are comparable token
+        by token (they differ by the base's quantization, see the module docstring).
+        """
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        prompt_ids = [self.encoder.prompt_ids(p) for p in prompts]
+        tokenizer = self.encoder.tokenizer
+        completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
+        return self.token_logprobs(prompt_ids, completion_ids)
+
+    def token_logprobs(
+        self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]
+    ) -> list[torch.Tensor]:
+        """`completion_logprobs` on token ids: vLLM's prompt log-probs of prompt+completion, completion part.
+
+        `prompt_logprobs=1`, not 0: each position's dict holds the actual token either way, and
+        early vLLM V1 releases read 0 as "off". One token is generated because vLLM must.
+        """
+        if len(prompt_ids) != len(completion_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+        out = [torch.empty(0) for _ in prompt_ids]
+        scored = [i for i, c in enumerate(completion_ids) if c]
+        if not scored:
+            return out
+        params = self._vllm.SamplingParams(n=1, temperature=0.0, max_tokens=1, prompt_logprobs=1)
+        outputs = self._run([prompt_ids[i] + completion_ids[i] for i in scored], params)
+        for i, result in zip(scored, outputs, strict=True):
+            # prompt_logprobs[t] maps token t (and the top-1) to log p(token | tokens < t); entry 0 is
+            # None. Indexed one position at a time, which both a list and vLLM's FlatLogprobs support.
+            positions, start = result.prompt_logprobs, len(prompt_ids[i])
+            if positions is None or len(positions) != start + len(completion_ids[i]):
+                raise RuntimeError(f"vLLM returned no prompt log-probs for all tokens of pair {i}")
+            values = [positions[start + j][token].logprob for j, token in enumerate(completion_ids[i])]
+            out[i] = torch.tensor(values, dtype=torch.float32)
+        return out
+
+    def _run(self, token_ids: list[list[int]], sampling: Any) -> list[Any]:
+        prompts = [{"prompt_token_ids": ids} for ids in token_ids]  # a vllm.inputs.TokensPrompt
+        outputs = self.llm.generate(prompts, sampling, use_tqdm=False, lora_request=self.lora_request)
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(prompts)} prompts")
+        return outputs

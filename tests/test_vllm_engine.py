@@ -1,0 +1,337 @@
+"""The optional vLLM engine, on a CPU without vLLM: lazy import, the install hint, and its bookkeeping.
+
+vLLM's wheels are CUDA-only, so the engine's own logic (adapter ids, the LoRARequest it sends,
+how `generate`'s arguments map to SamplingParams, which prompt log-probs it keeps) is tested
+against a small hand-written fake `vllm` module put into `sys.modules`. The fake records what
+the engine asks for and answers in vLLM's output shapes; it checks this module's logic, not
+vLLM. The real engine is exercised on a GPU by bench/gpu_check.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from alphazero_llm.config import ModelsConfig, load_config
+from alphazero_llm.models.vllm_engine import VLLMEngine, VLLMUnavailableError, vllm_lora_rank
+
+# --- the fake vllm -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FakeSamplingParams:
+    """The SamplingParams fields the engine may set, with vLLM's defaults; any other keyword fails."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = 16
+    stop: list[str] | None = None
+    seed: int | None = None
+    prompt_logprobs: int | None = None
+
+
+@dataclasses.dataclass
+class FakeLoRARequest:
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
+@dataclasses.dataclass
+class FakeLogprob:
+    logprob: float
+
+
+@dataclasses.dataclass
+class FakeCompletion:
+    index: int
+    text: str
+
+
+@dataclasses.dataclass
+class FakeRequestOutput:
+    outputs: list[FakeCompletion]
+    prompt_logprobs: list[dict[int, FakeLogprob] | None] | None
+
+
+def fake_logprob(position: int, token: int) -> float:
+    """What the fake says log p(token at `position`) is: distinct for every (position, token)."""
+    return -(position + token / 1000)
+
+
+class FakeLLM:
+    """Records its constructor arguments and every generate call; answers in vLLM's shapes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.calls: list[dict[str, Any]] = []
+
+    def generate(self, prompts, sampling_params, *, use_tqdm=True, lora_request=None):
+        self.calls.append({"prompts": prompts, "params": sampling_params, "lora_request": lora_request})
+        per_prompt = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
+        outputs = []
+        for number, (prompt, params) in enumerate(zip(prompts, per_prompt, strict=True)):
+            ids = prompt["prompt_token_ids"]
+            logprobs = None
+            if params.prompt_logprobs is not None:
+                top = {0: FakeLogprob(-0.001)}  # a top-1 entry beside the actual token
+                logprobs = [None] + [{**top, t: FakeLogprob(fake_logprob(p, t))} for p, t in enumerate(ids) if p > 0]
+            # Out of index order, as a streamed result could be.
+            completions = [FakeCompletion(j, f"prompt{number}-sample{j}") for j in reversed(range(params.n))]
+            outputs.append(FakeRequestOutput(completions, logprobs))
+        return outputs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = FakeLLM
+    vllm.SamplingParams = FakeSamplingParams
+    lora = types.ModuleType("vllm.lora")
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = FakeLoRARequest
+    vllm.lora = lora
+    lora.request = request
+    for name, module in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return vllm
+
+
+class FakeTokenizer:
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        assert not add_special_tokens, "completions must be tokenized without special tokens"
+        return {"input_ids": [ord(ch) for ch in text]}
+
+
+class FakeEncoder:
+    """Stands in for StudentModel's templating: BOS 1, then one id per character of the messages."""
+
+    def __init__(self) -> None:
+        self.tokenizer = FakeTokenizer()
+
+    def prompt_ids(self, prompt: str | Sequence[dict[str, str]]) -> list[int]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return [1] + [ord(ch) for m in messages for ch in f"<{m['role']}>{m['content']}"]
+
+
+@pytest.fixture(scope="module")
+def models_config() -> ModelsConfig:
+    return load_config().models
+
+
+@pytest.fixture
+def engine(fake_vllm: types.ModuleType, models_config: ModelsConfig) -> VLLMEngine:
+    return VLLMEngine("org/student", FakeEncoder(), models_config, seed=7)
+
+
+def saved_adapter(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text(json.dumps({"r": 32}))
+    (directory / "adapter_model.safetensors").write_bytes(b"")
+    return directory
+
+
+def last_call(engine: VLLMEngine) -> dict[str, Any]:
+    return engine.llm.calls[-1]
+
+
+# --- without vllm --------------------------------------------------------------------------------
+
+BLOCK_AND_IMPORT = """
+import sys
+
+class RefuseVLLM:
+    tried = []
+    def find_spec(self, name, path=None, target=None):
+        if name == "vllm" or name.startswith("vllm."):
+            self.tried.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, RefuseVLLM())
+import alphazero_llm.models.vllm_engine
+assert not RefuseVLLM.tried, RefuseVLLM.tried
+assert not any(m == "vllm" or m.startswith("vllm.") for m in sys.modules)
+"""
+
+
+def test_module_imports_without_vllm_and_does_not_import_it():
+    # A fresh interpreter: another test (or a GPU box with vLLM installed) may have imported it here.
+    result = subprocess.run([sys.executable, "-c", BLOCK_AND_IMPORT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_building_an_engine_without_vllm_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, models_config: ModelsConfig
+):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    with pytest.raises(VLLMUnavailableError, match=r"pip install 'alphazero-llm-trainer\[vllm\]'") as info:
+        VLLMEngine("org/student", FakeEncoder(), models_config)
+    assert isinstance(info.value, ImportError)
+    assert "CUDA" in str(info.value)
+
+
+# --- construction --------------------------------------------------------------------------------
+
+
+def test_engine_arguments_come_from_the_config(engine: VLLMEngine, models_config: ModelsConfig):
+    assert engine.llm.kwargs == {
+        "model": "org/student",
+        "dtype": "bfloat16",
+        "gpu_memory_utilization": 0.35,
+        "max_model_len": models_config.student.max_seq_len,
+        "seed": 7,
+        "enable_lora": True,
+        "max_lora_rank": models_config.lora.r,  # 32 is a rank vLLM accepts as it is
+        "max_loras": 1,
+        "trust_remote_code": False,
+        "enforce_eager": False,
+    }
+
+
+def test_options_and_extra_engine_arguments_are_passed_on(fake_vllm, models_config: ModelsConfig):
+    engine = VLLMEngine(
+        "org/student",
+        FakeEncoder(),
+        models_config,
+        gpu_memory_utilization=0.5,
+        quantization="bitsandbytes",
+        enforce_eager=True,
+        llm_kwargs={"enable_prefix_caching": False},
+    )
+    kwargs = engine.llm.kwargs
+    assert (kwargs["gpu_memory_utilization"], kwargs["quantization"], kwargs["enforce_eager"]) == (
+        0.5,
+        "bitsandbytes",
+        True,
+    )
+    assert kwargs["enable_prefix_caching"] is False
+
+
+def test_lora_rank_is_rounded_up_to_one_vllm_accepts(fake_vllm, models_config: ModelsConfig):
+    config = dataclasses.replace(models_config, lora=dataclasses.replace(models_config.lora, r=20))
+    assert VLLMEngine("org/student", FakeEncoder(), config).llm.kwargs["max_lora_rank"] == 32
+    assert [vllm_lora_rank(r) for r in (1, 2, 8, 9, 64, 65, 512)] == [1, 8, 8, 16, 64, 128, 512]
+    with pytest.raises(ValueError, match="513"):
+        vllm_lora_rank(513)
+
+
+# --- adapters ------------------------------------------------------------------------------------
+
+
+def test_each_set_adapter_takes_a_new_id_and_generate_sends_the_latest(engine: VLLMEngine, tmp_path: Path):
+    first, second = saved_adapter(tmp_path / "step-1"), saved_adapter(tmp_path / "step-2")
+    engine.generate(["hi"])
+    assert last_call(engine)["lora_request"] is None  # no adapter yet: the base model
+    assert engine.adapter_id == 0
+
+    engine.set_adapter(first)
+    engine.set_adapter(second)
+    engine.generate(["hi"])
+    assert last_call(engine)["lora_request"] == FakeLoRARequest("student-2", 2, str(second.resolve()))
+
+    # Saving again into the same directory: a new id, so vLLM reads the new weights.
+    engine.set_adapter(first)
+    engine.completion_logprobs(["hi"], ["ok"])
+    assert last_call(engine)["lora_request"] == FakeLoRARequest("student-3", 3, str(first.resolve()))
+    assert (engine.adapter_id, engine.adapter_path) == (3, first.resolve())
+
+
+def test_reference_disables_the_adapter_for_its_block_only(engine: VLLMEngine, tmp_path: Path):
+    engine.set_adapter(saved_adapter(tmp_path / "adapter"))
+    with engine.reference():
+        engine.generate(["hi"])
+        assert last_call(engine)["lora_request"] is None
+    engine.generate(["hi"])
+    assert last_call(engine)["lora_request"].lora_int_id == 1
+    engine.clear_adapter()
+    engine.generate(["hi"])
+    assert last_call(engine)["lora_request"] is None
+
+
+def test_set_adapter_refuses_a_directory_without_a_saved_adapter(engine: VLLMEngine, tmp_path: Path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"adapter_model\.safetensors"):
+        engine.set_adapter(tmp_path)
+    assert engine.adapter_id == 0
+
+
+# --- generate ------------------------------------------------------------------------------------
+
+
+def test_generate_sends_the_encoders_token_ids_and_returns_n_per_prompt_in_order(engine: VLLMEngine):
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
+    result = engine.generate([chat, "3+3?"], n=3, batch_size=1)
+    encoder = FakeEncoder()
+    assert last_call(engine)["prompts"] == [
+        {"prompt_token_ids": encoder.prompt_ids(chat)},
+        {"prompt_token_ids": encoder.prompt_ids("3+3?")},
+    ]
+    assert result == [[f"prompt{p}-sample{j}" for j in range(3)] for p in range(2)]
+
+
+def test_sampling_arguments_map_to_sampling_params(engine: VLLMEngine):
+    engine.generate(["q"], n=4, max_new_tokens=50, temperature=0.7, top_p=0.9, stop=["\n\n", "", "####"])
+    assert last_call(engine)["params"] == FakeSamplingParams(
+        n=4, temperature=0.7, top_p=0.9, max_tokens=50, stop=["\n\n", "####"], seed=None
+    )
+
+
+def test_temperature_zero_is_greedy_and_no_stop_is_none(engine: VLLMEngine):
+    engine.generate(["q"], n=2, max_new_tokens=8, temperature=0.0, top_p=0.5, stop=[])
+    assert last_call(engine)["params"] == FakeSamplingParams(n=2, temperature=0.0, top_p=1.0, max_tokens=8)
+
+
+def test_a_seed_gives_every_prompt_its_own_seeds(engine: VLLMEngine):
+    engine.generate(["a", "b", "c"], n=3, seed=10)
+    assert [p.seed for p in last_call(engine)["params"]] == [10, 13, 16]  # vLLM adds j for sample j
+
+
+@pytest.mark.parametrize(("n", "max_new_tokens"), [(0, 8), (1, 0)])
+def test_generate_rejects_empty_requests(engine: VLLMEngine, n: int, max_new_tokens: int):
+    with pytest.raises(ValueError, match=">= 1"):
+        engine.generate(["q"], n=n, max_new_tokens=max_new_tokens)
+
+
+def test_no_prompts_means_no_call(engine: VLLMEngine):
+    assert engine.generate([]) == []
+    assert engine.llm.calls == []
+
+
+# --- log-probs -----------------------------------------------------------------------------------
+
+
+def test_completion_logprobs_keep_the_completion_part_of_the_prompt_logprobs(engine: VLLMEngine):
+    prompts = ["2+2?", [{"role": "user", "content": "say"}], "x"]
+    completions = ["4", "", "yes"]
+    result = engine.completion_logprobs(prompts, completions)
+
+    call = last_call(engine)
+    assert call["params"] == FakeSamplingParams(n=1, temperature=0.0, max_tokens=1, prompt_logprobs=1)
+    encoder = FakeEncoder()
+    # The empty completion is not sent; the others go as prompt + completion token ids.
+    assert call["prompts"] == [
+        {"prompt_token_ids": [*encoder.prompt_ids("2+2?"), ord("4")]},
+        {"prompt_token_ids": encoder.prompt_ids("x") + [ord(c) for c in "yes"]},
+    ]
+    assert result[1].shape == (0,)
+    for prompt, completion, logprobs in zip(prompts, completions, result, strict=True):
+        start = len(encoder.prompt_ids(prompt))
+        expected = [fake_logprob(start + j, ord(c)) for j, c in enumerate(completion)]
+        assert logprobs.dtype == torch.float32
+        assert logprobs.tolist() == pytest.approx(expected)
+
+
+def test_completion_logprobs_need_one_completion_per_prompt(engine: VLLMEngine):
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        engine.completion_logprobs(["a", "b"], ["x"])
