@@ -97,6 +97,23 @@ def test_completion_logprobs_exclude_the_prompt_and_batch_exactly(student: Stude
     assert student.completion_logprobs(["Hi"], [""])[0].numel() == 0
 
 
+@pytest.mark.slow
+def test_completions_sharing_a_prompt_equal_one_by_one(student: StudentModel):
+    """The shared-prompt path (one prompt pass, KV cache repeated, padded completions) is exact."""
+    prompt = PROMPTS[1]
+    completions = ["3", "He has 3 cows.\n#### 3", "", "Cows: 3. Each cow has 4 legs, so 12 legs in all.\n#### 12"]
+    shared = student.completion_logprobs([prompt] * 4, completions)
+    for completion, logprobs in zip(completions, shared, strict=True):
+        (alone,) = student.completion_logprobs([prompt], [completion])
+        assert logprobs.shape == alone.shape
+        assert torch.allclose(logprobs, alone, atol=1e-4), (logprobs - alone).abs().max()
+    mixed = student.completion_logprobs([prompt, PROMPTS[0], prompt], [completions[1], COMPLETIONS[0], completions[3]])
+    for a, b in zip(
+        mixed, [shared[1], student.completion_logprobs([PROMPTS[0]], [COMPLETIONS[0]])[0], shared[3]], strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
 def perturb_adapter(student: StudentModel, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

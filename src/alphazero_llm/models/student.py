@@ -227,10 +227,11 @@ class StudentModel:
     ) -> list[torch.Tensor]:
         """Per-token log-probs (fp32, on CPU) of each completion's tokens given its templated prompt.
 
-        Prompt tokens are excluded. Pairs are sorted by length and packed into right-padded batches
-        of at most `max_batch_tokens` tokens, so padding is small and never precedes a real token
-        (causal attention makes the result equal to scoring one pair at a time). The LM head runs
-        only on the positions that predict completion tokens.
+        Prompt tokens are excluded. Completions are grouped by prompt, sorted by length and packed
+        into right-padded batches of at most `max_batch_tokens` tokens, so padding is small and never
+        precedes a real token (causal attention makes the result equal to scoring one pair at a
+        time). The prompt is run once per batch, and the LM head only where a completion token is
+        predicted.
         """
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -241,34 +242,46 @@ class StudentModel:
     def token_logprobs(
         self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], max_batch_tokens: int = 4096
     ) -> list[torch.Tensor]:
-        """`completion_logprobs` on token ids; runs with whatever grad mode the caller set."""
-        out: list[torch.Tensor | None] = [None] * len(prompt_ids)
-        for index in (i for i, c in enumerate(completion_ids) if not c):
-            out[index] = torch.empty(0)
-        order = sorted(
-            (i for i, c in enumerate(completion_ids) if c), key=lambda i: -len(prompt_ids[i] + completion_ids[i])
-        )
-        for batch in _pack(
-            order, [len(prompt_ids[i]) + len(completion_ids[i]) for i in range(len(prompt_ids))], max_batch_tokens
-        ):
-            scored = self._score_batch([prompt_ids[i] for i in batch], [completion_ids[i] for i in batch])
-            for i, logprobs in zip(batch, scored, strict=True):
-                out[i] = logprobs
-        return out  # type: ignore[return-value]
+        """`completion_logprobs` on token ids; runs with whatever grad mode the caller set.
 
-    def _score_batch(self, prompts: list[list[int]], completions: list[list[int]]) -> list[torch.Tensor]:
-        sequences = [p + c for p, c in zip(prompts, completions, strict=True)]
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
-        hidden = self._backbone()(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        # Position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2.
+        Completions of the same prompt (a question's rollouts, a reference solution) share one
+        forward pass over the prompt: its KV cache is computed once and repeated across the batch.
+        """
+        out = [torch.empty(0) for _ in completion_ids]
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for i, completion in enumerate(completion_ids):
+            if completion:
+                by_prompt.setdefault(tuple(prompt_ids[i]), []).append(i)
+        for prompt, members in by_prompt.items():
+            if not prompt:
+                raise ValueError("a prompt must have at least one token")
+            members.sort(key=lambda i: -len(completion_ids[i]))
+            sizes = {i: len(prompt) + len(completion_ids[i]) for i in members}
+            for batch in _pack(members, sizes, max_batch_tokens):
+                scored = self._score_shared_prompt(list(prompt), [completion_ids[i] for i in batch])
+                for i, logprobs in zip(batch, scored, strict=True):
+                    out[i] = logprobs
+        return out
+
+    def _score_shared_prompt(self, prompt: list[int], completions: list[list[int]]) -> list[torch.Tensor]:
+        backbone, batch = self._backbone(), len(completions)
+        prefix = backbone(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(batch)
+        width, pad = max(len(c) for c in completions), self.tokenizer.pad_token_id
+        input_ids = torch.tensor([c + [pad] * (width - len(c)) for c in completions], device=self.device)
+        mask = torch.tensor([[1] * (len(prompt) + len(c)) + [0] * (width - len(c)) for c in completions])
+        positions = torch.arange(len(prompt), len(prompt) + width, device=self.device).expand(batch, -1)
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=mask.to(self.device), position_ids=positions, past_key_values=cache
+        ).last_hidden_state
+        # Position t predicts token t+1: the prompt's last state predicts each completion's first token.
+        first = prefix.last_hidden_state[:, -1:].expand(batch, 1, -1)
+        predictors = torch.cat([first, hidden[:, :-1]], dim=1)  # predictors[b, j] predicts completion token j
         rows = torch.cat([torch.full((len(c),), b) for b, c in enumerate(completions)]).to(self.device)
-        starts = [len(p) - 1 for p in prompts]
-        cols = torch.cat([torch.arange(s, s + len(c)) for s, c in zip(starts, completions, strict=True)])
+        cols = torch.cat([torch.arange(len(c)) for c in completions]).to(self.device)
         targets = torch.tensor([t for c in completions for t in c], device=self.device)
-        logprobs = _head_logprobs(self.model.get_output_embeddings(), hidden[rows, cols.to(self.device)], targets)
+        logprobs = _head_logprobs(self.model.get_output_embeddings(), predictors[rows, cols], targets)
         return list(logprobs.cpu().split([len(c) for c in completions]))
 
     def _backbone(self) -> torch.nn.Module:
@@ -327,11 +340,11 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
-def _pack(order: list[int], lengths: list[int], max_batch_tokens: int) -> Iterator[list[int]]:
-    """Consecutive groups of `order` whose padded size (count x longest) fits the token budget."""
+def _pack(order: list[int], sizes: dict[int, int], max_batch_tokens: int) -> Iterator[list[int]]:
+    """Consecutive groups of `order` whose padded size (count x largest) fits the token budget."""
     batch: list[int] = []
-    for i in order:  # longest first, so the first member sets the padded width
-        if batch and (len(batch) + 1) * lengths[batch[0]] > max_batch_tokens:
+    for i in order:  # largest first, so the first member sets the padded width
+        if batch and (len(batch) + 1) * sizes[batch[0]] > max_batch_tokens:
             yield batch
             batch = []
         batch.append(i)
