@@ -76,7 +76,7 @@ class StudentSpec:
     dtype: str | None = None  # None: bf16 compute in 4-bit on CUDA, `cpu_dtype` on CPU
     load_in_4bit: bool | None = None  # None: 4-bit exactly when on CUDA and the config asks for it
     lora: bool = True
-    trust_remote_code: bool = False
+    trust_remote_code: bool | None = None  # None: models.yaml's student.trust_remote_code (false)
 
 
 class StudentModel:
@@ -104,7 +104,8 @@ class StudentModel:
         path = resolve_model_path(spec.name)
         dtype_name = spec.dtype or (config.student.bnb_4bit_compute_dtype if four_bit else config.student.cpu_dtype)
         dtype = _DTYPES[dtype_name]
-        kwargs: dict = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
+        trust = config.student.trust_remote_code if spec.trust_remote_code is None else spec.trust_remote_code
+        kwargs: dict = {"dtype": dtype, "trust_remote_code": trust}
         if four_bit:
             from transformers import BitsAndBytesConfig
 
@@ -116,7 +117,7 @@ class StudentModel:
             )
             kwargs["device_map"] = {"": device.index or 0}
         logger.info("Loading student %s (%s, %s)", path, "nf4 4-bit" if four_bit else dtype_name, device)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         if not four_bit:
             model.to(device)
