@@ -128,8 +128,9 @@ class PerplexityReward:
         rewards = [-1.0] * len(completions)
         for i, lp in zip(scored, logprobs[len(missing) :], strict=True):
             rewards[i] = pre_reward(perplexity(lp), self._reference_ppl[keys[i]])
-        for i in set(range(len(completions))) - set(scored):
-            logger.warning("PRE: completion %d is empty; it gets -1", i)
+        for i, text in enumerate(completions):
+            if not text.strip():
+                logger.warning("PRE: completion %d is empty; it gets -1", i)
         return rewards
 
 
@@ -166,11 +167,12 @@ class Gsm8kParser(vf.Parser):
 def perplexity_metric(pre: PerplexityReward) -> Callable[..., list[float]]:
     """The rubric's `perplexity` function: a group function, so one question's rollouts are batched."""
 
-    def perplexity(prompts: list[Any], completions: list[Any], infos: list[dict]) -> list[float]:
+    def score_group(prompts: list[Any], completions: list[Any], infos: list[dict]) -> list[float]:
         texts = [completion_text(c) for c in completions]
         return pre.score(prompts, texts, [info["solution"] for info in infos])
 
-    return perplexity
+    score_group.__name__ = "perplexity"  # verifiers names the metric after the function
+    return score_group
 
 
 def build_rubric(
