@@ -113,7 +113,62 @@ class TeacherModelConfig:
 @dataclass(frozen=True)
 class TerminalCheckerConfig:
     use_llm: bool
+    max_tokens: int
     model: TeacherModelConfig
+
+    def __post_init__(self) -> None:
+        _require(self.max_tokens > 0, "max_tokens must be positive")
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """A token bucket: `requests_per_minute` sustained, up to `burst` at once."""
+
+    requests_per_minute: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        _require(self.requests_per_minute > 0, "requests_per_minute must be positive")
+        _require(self.burst >= 1, "burst must be >= 1")
+
+
+@dataclass(frozen=True)
+class TeacherClientConfig:
+    """How requests to teachers are sent: limits, timeouts and retries (see models/teacher_client.py)."""
+
+    timeout_s: float
+    max_retries: int
+    backoff_base_s: float
+    backoff_max_s: float
+    max_retry_after_s: float
+    max_concurrency: int
+    disable_after_failures: int
+    temperature: float
+    rate_limits: dict[str, RateLimitConfig]
+
+    def __post_init__(self) -> None:
+        _require(self.timeout_s > 0, "timeout_s must be positive")
+        _require(self.max_retries >= 0, "max_retries must be >= 0")
+        _require(0 < self.backoff_base_s <= self.backoff_max_s, "need 0 < backoff_base_s <= backoff_max_s")
+        _require(self.max_retry_after_s >= 0, "max_retry_after_s must be >= 0")
+        _require(self.max_concurrency > 0, "max_concurrency must be positive")
+        _require(self.disable_after_failures >= 0, "disable_after_failures must be >= 0 (0: never)")
+        _require(self.temperature >= 0, "temperature must be >= 0")
+
+
+@dataclass(frozen=True)
+class BanditConfig:
+    """Softmax over each teacher's smoothed mean value, mixed with uniform exploration (EXP3-style)."""
+
+    temperature: float
+    exploration: float
+    prior_value: float
+    prior_count: float
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "temperature must be positive")
+        _require(0.0 <= self.exploration <= 1.0, "exploration must be in [0, 1]")
+        _require(self.prior_count >= 0, "prior_count must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -121,6 +176,8 @@ class TeachersConfig:
     default_tier: str
     tiers: dict[str, tuple[TeacherModelConfig, ...]]
     terminal_checker: TerminalCheckerConfig
+    client: TeacherClientConfig
+    bandit: BanditConfig
 
     def __post_init__(self) -> None:
         _require(
