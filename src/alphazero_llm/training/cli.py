@@ -10,9 +10,18 @@ import argparse
 import logging
 from pathlib import Path
 
-from alphazero_llm.config import Config, load_config
+from alphazero_llm.config import Config, ConfigError, TeacherModelConfig, load_config
+from alphazero_llm.models.teacher_client import parse_teacher_spec
 
 logger = logging.getLogger(__name__)
+
+
+def teacher_spec(spec: str) -> TeacherModelConfig:
+    """argparse type for --teacher: a parse error becomes a usage error naming the problem."""
+    try:
+        return parse_teacher_spec(spec)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def build_parser(config: Config) -> argparse.ArgumentParser:
@@ -52,6 +61,15 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         choices=sorted(config.teachers.tiers),
         default=config.teachers.default_tier,
         help="teacher tier from teacher_models.yaml",
+    )
+    parser.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        type=teacher_spec,
+        metavar="SPEC",
+        help="an extra OpenAI-compatible teacher (repeatable): "
+        "name=N,base_url=URL,model=M,api_key_env=VAR[,provider=P][,price_input_per_mtok=X]",
     )
     parser.add_argument(
         "--student", default=None, help="student hub id, directory or .gguf (default: models.yaml; 'embedded' on CPU)"
