@@ -183,13 +183,6 @@ def test_parallel_simulations_virtual_loss_returns_to_zero():
     assert len(teacher.calls) == result.stats.expanded * 2
 
 
-def test_parallel_search_is_faster_than_sequential():
-    slow = Scripted("t", chain, delay=0.05)
-    one = run(Proposers(slow), cfg(num_iterations=16, parallel_simulations=1))
-    eight = run(Proposers(Scripted("t", chain, delay=0.05)), cfg(num_iterations=16, parallel_simulations=8))
-    assert eight.stats.wall_time_s < one.stats.wall_time_s / 2.5
-
-
 def test_a_failing_proposer_does_not_kill_the_search(caplog):
     teacher = Scripted("t", chain, fail=("wrong",))
     student = Scripted("student", chain, fail=("student",))
