@@ -267,14 +267,14 @@ class StudentModel:
     def _score_shared_prompt(self, prompt: list[int], completions: list[list[int]]) -> list[torch.Tensor]:
         backbone, batch = self._backbone(), len(completions)
         prefix = backbone(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
-        cache = prefix.past_key_values
+        cache = prefix.cache
         cache.batch_repeat_interleave(batch)
         width, pad = max(len(c) for c in completions), self.tokenizer.pad_token_id
         input_ids = torch.tensor([c + [pad] * (width - len(c)) for c in completions], device=self.device)
         mask = torch.tensor([[1] * (len(prompt) + len(c)) + [0] * (width - len(c)) for c in completions])
         positions = torch.arange(len(prompt), len(prompt) + width, device=self.device).expand(batch, -1)
         hidden = backbone(
-            input_ids=input_ids, attention_mask=mask.to(self.device), position_ids=positions, past_key_values=cache
+            input_ids=input_ids, attention_mask=mask.to(self.device), position_ids=positions, cache=cache
         ).last_hidden_state
         # Position t predicts token t+1: the prompt's last state predicts each completion's first token.
         first = prefix.last_hidden_state[:, -1:].expand(batch, 1, -1)
