@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from alphazero_llm.config import load_config
 from alphazero_llm.training.cli import build_parser, main
+from alphazero_llm.training.run import RunSettings, run_settings
 
 CONFIG = load_config()
 
@@ -13,12 +16,11 @@ CONFIG = load_config()
 def test_defaults_come_from_training_yaml():
     args = build_parser(CONFIG).parse_args([])
     run = CONFIG.training.run
-    assert (args.num_examples, args.save_every, args.log_interval) == (
-        run.num_examples,
-        run.save_every,
-        run.log_interval,
-    )
-    assert args.eval_size == CONFIG.training.dataset.num_eval_examples
+    # None: "not given", so that run_settings can apply the CPU defaults (tested below).
+    assert (args.num_examples, args.save_every, args.eval_size) == (None, None, None)
+    assert args.log_interval == run.log_interval
+    assert str(args.checkpoint_dir) == run.checkpoint_dir
+    assert not args.local_teacher and args.dataset_path is None
     assert args.tier == CONFIG.teachers.default_tier
     assert args.teacher == []
 
@@ -30,7 +32,7 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]):
     for flag in (
         "--num-examples", "--checkpoint-dir", "--save-every", "--log-interval", "--use-grpo", "--use-legacy",
         "--config", "--resume", "--eval-size", "--seed", "--tier", "--student", "--device", "--report-to",
-        "--teacher",
+        "--teacher", "--local-teacher", "--dataset-path",
     ):  # fmt: skip
         assert flag in text
 
@@ -53,8 +55,60 @@ def test_extra_teacher_from_the_command_line(capsys: pytest.CaptureFixture[str])
     assert "api_key_env" in err and "sk-test-SECRET" not in err
 
 
-def test_training_is_not_claimed(caplog: pytest.LogCaptureFixture):
-    assert main(["--num-examples", "2"]) == 2
-    assert "not implemented yet" in caplog.text
+def settings_for(argv: list[str], device: str = "cpu", env: dict[str, str] | None = None) -> RunSettings:
+    return run_settings(build_parser(CONFIG).parse_args(argv), CONFIG, device, env={} if env is None else env)
+
+
+def test_cpu_defaults_keep_the_run_small():
+    cpu = CONFIG.training.cpu
+    s = settings_for([])
+    assert (s.loop.num_examples, s.loop.save_every, s.eval_size) == (cpu.num_examples, cpu.save_every, cpu.eval_size)
+    for key, value in dataclasses.asdict(cpu.mcts).items():
+        assert getattr(s.mcts, key) == value
+    assert s.mcts.selection == CONFIG.training.mcts.selection  # the rest of the search config is kept
+    assert s.student == CONFIG.models.student.cpu_name and s.device == "cpu"
+
+
+def test_cuda_uses_the_full_config():
+    s = settings_for([], device="cuda", env={"OPENROUTER_API_KEY": "sk-test-SECRET"})
+    run = CONFIG.training.run
+    assert (s.loop.num_examples, s.loop.save_every) == (run.num_examples, run.save_every)
+    assert s.eval_size == CONFIG.training.dataset.num_eval_examples
+    assert s.mcts == CONFIG.training.mcts
+    assert s.student == CONFIG.models.student.name
+
+
+def test_explicit_flags_win_over_cpu_defaults(tmp_path):
+    s = settings_for(
+        ["--num-examples", "7", "--save-every", "3", "--eval-size", "0", "--checkpoint-dir", str(tmp_path),
+         "--use-legacy", "--seed", "5", "--student", "some/model", "--dataset-path", "data", "--resume",
+         "--log-interval", "2", "--report-to", "tensorboard"]
+    )  # fmt: skip
+    assert (s.loop.num_examples, s.loop.save_every, s.eval_size) == (7, 3, 0)
+    assert (s.loop.checkpoint_dir, s.loop.loss, s.loop.seed, s.loop.log_interval) == (tmp_path, "legacy", 5, 2)
+    assert (s.student, s.dataset_path, s.resume, s.report_to) == ("some/model", "data", True, "tensorboard")
+    assert settings_for(["--use-grpo"]).loop.loss == "grpo"
+    assert settings_for([]).loop.loss == CONFIG.training.run.loss
+
+
+def test_teacher_choice():
+    key_env = CONFIG.teachers.tier(CONFIG.teachers.default_tier)[0].api_key_env
+    no_key = settings_for([]).teachers
+    assert no_key.local and "no --teacher" in no_key.reason and key_env in no_key.reason
+    with_key = settings_for([], env={key_env: "sk-test-SECRET"}).teachers
+    assert not with_key.local and with_key.tier == CONFIG.teachers.default_tier
+    assert "sk-test-SECRET" not in repr(with_key)
+    forced = settings_for(["--local-teacher"], env={key_env: "sk-test-SECRET"}).teachers
+    assert forced.local and forced.tier is None
+    spec = "name=mine,base_url=http://127.0.0.1:9/v1,model=m,api_key_env=MINE"
+    extra_only = settings_for(["--teacher", spec]).teachers
+    assert not extra_only.local and extra_only.tier is None and [t.name for t in extra_only.extra] == ["mine"]
+    both = settings_for(["--teacher", spec], env={key_env: "k"}).teachers
+    assert both.tier == CONFIG.teachers.default_tier and len(both.extra) == 1
+
+
+def test_bad_values_are_usage_errors():
     with pytest.raises(SystemExit, match="--save-every must be positive"):
         main(["--save-every", "0"])
+    with pytest.raises(SystemExit, match="--eval-size must be >= 0"):
+        main(["--eval-size", "-1"])

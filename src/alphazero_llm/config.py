@@ -324,6 +324,43 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class CpuMCTSConfig:
+    """The search budget that replaces `mcts`'s on a CPU (the other search settings are kept)."""
+
+    num_iterations: int
+    num_right: int
+    num_wrong: int
+    num_student: int
+    tokens_per_expansion: int
+    max_depth: int
+
+    def __post_init__(self) -> None:
+        _require(self.num_iterations > 0, "num_iterations must be positive")
+        _require(self.max_depth > 0, "max_depth must be positive")
+        _require(self.tokens_per_expansion > 0, "tokens_per_expansion must be positive")
+        _require(
+            min(self.num_right, self.num_wrong, self.num_student) >= 0,
+            "num_right, num_wrong and num_student must be >= 0",
+        )
+        _require(self.num_right + self.num_wrong + self.num_student > 0, "an expansion must ask for a step")
+
+
+@dataclass(frozen=True)
+class CpuConfig:
+    """train_vllm.py's defaults on a CPU, so that a run with no flags stays small; explicit flags win."""
+
+    mcts: CpuMCTSConfig
+    num_examples: int
+    eval_size: int
+    save_every: int
+
+    def __post_init__(self) -> None:
+        _require(self.num_examples > 0, "num_examples must be positive")
+        _require(self.eval_size >= 0, "eval_size must be >= 0")
+        _require(self.save_every > 0, "save_every must be positive")
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     seed: int
     dataset: DatasetConfig
@@ -334,6 +371,7 @@ class TrainingConfig:
     legacy: LegacyConfig
     optimizer: OptimizerConfig
     run: RunConfig
+    cpu: CpuConfig
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Command line of `train_vllm.py`: the seed's flags, with defaults from config/training.yaml.
+"""Command line of `train_vllm.py` (console script `train-vllm`): the seed's flags, with defaults from
+config/training.yaml. Parsing only; `training.run` builds the parts and trains.
 
-The search and the training loop land in later milestones; until then `main`
-validates the command line and the config and says plainly that it cannot train.
+--num-examples, --save-every and --eval-size default to None here so that an explicit flag can be told
+from a default: `run_settings` fills them from training.yaml's `cpu` section on a CPU, else from `run`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 from pathlib import Path
 
 from alphazero_llm.config import Config, ConfigError, TeacherModelConfig, load_config
+from alphazero_llm.models.student import resolve_device
 from alphazero_llm.models.teacher_client import parse_teacher_spec
+from alphazero_llm.training.run import run, run_settings
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +27,19 @@ def teacher_spec(spec: str) -> TeacherModelConfig:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None: those flags say their real default (config or CPU) in their help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser(config: Config) -> argparse.ArgumentParser:
-    run = config.training.run
+    run_cfg, cpu = config.training.run, config.training.cpu
     parser = argparse.ArgumentParser(
         prog="train_vllm.py",
         description="AlphaZero-style MCTS over reasoning steps + GRPO (or legacy) updates of the student.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--config",
@@ -38,13 +48,25 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         help="directory holding models.yaml, teacher_models.yaml, training.yaml (default: shipped)",
     )
     parser.add_argument(
-        "--num-examples", type=int, default=run.num_examples, help="training questions to search and learn from"
+        "--num-examples",
+        type=int,
+        default=None,
+        help="training questions to search and learn from "
+        f"(default: {run_cfg.num_examples}; {cpu.num_examples} on CPU)",
     )
     parser.add_argument(
-        "--checkpoint-dir", type=Path, default=Path(run.checkpoint_dir), help="where checkpoints, metrics and plots go"
+        "--checkpoint-dir",
+        type=Path,
+        default=Path(run_cfg.checkpoint_dir),
+        help="where checkpoints, metrics and plots go",
     )
-    parser.add_argument("--save-every", type=int, default=run.save_every, help="examples between checkpoints")
-    parser.add_argument("--log-interval", type=int, default=run.log_interval, help="examples between log lines")
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help=f"examples between checkpoints (default: {run_cfg.save_every}; {cpu.save_every} on CPU)",
+    )
+    parser.add_argument("--log-interval", type=int, default=run_cfg.log_interval, help="examples between log lines")
     loss = parser.add_mutually_exclusive_group()
     loss.add_argument("--use-grpo", action="store_true", help="GRPO loss (clipped ratio + k3 KL)")
     loss.add_argument("--use-legacy", action="store_true", help="legacy reward-weighted NLL loss")
@@ -52,8 +74,9 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval-size",
         type=int,
-        default=config.training.dataset.num_eval_examples,
-        help="GSM8K test questions for the before/after greedy evaluation",
+        default=None,
+        help="GSM8K test questions for the before/after greedy evaluation "
+        f"(default: {config.training.dataset.num_eval_examples}; {cpu.eval_size} on CPU)",
     )
     parser.add_argument("--seed", type=int, default=config.training.seed)
     parser.add_argument(
@@ -74,22 +97,41 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
     parser.add_argument(
         "--student", default=None, help="student hub id, directory or .gguf (default: models.yaml; 'embedded' on CPU)"
     )
+    parser.add_argument(
+        "--local-teacher",
+        action="store_true",
+        help="serve the student's own base model on 127.0.0.1 as the only teacher (the default when no key of "
+        "the tier's teachers is set and no --teacher is given)",
+    )
+    parser.add_argument(
+        "--dataset-path",
+        default=None,
+        help="local GSM8K: a directory holding train.jsonl/test.jsonl, or one JSONL file "
+        "(default: $GSM8K_PATH, else the hub)",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--report-to", choices=["none", "wandb", "tensorboard"], default=run.report_to)
+    parser.add_argument("--report-to", choices=["none", "wandb", "tensorboard"], default=run_cfg.report_to)
     return parser  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One INFO line per teacher request would bury the training log.
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     probe = argparse.ArgumentParser(add_help=False)
     probe.add_argument("--config", type=Path, default=None)
     known, _ = probe.parse_known_args(argv)
-    args = build_parser(load_config(known.config)).parse_args(argv)
+    config = load_config(known.config)
+    args = build_parser(config).parse_args(argv)
     for flag in ("num_examples", "save_every", "log_interval"):
-        if getattr(args, flag) <= 0:
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
             raise SystemExit(f"--{flag.replace('_', '-')} must be positive")
-    logger.error(
-        "Training is not implemented yet: the MCTS search and the GRPO loop are the next milestones. "
-        "Use `vf-eval alphazero-llm-trainer` to evaluate a model now."
-    )
-    return 2
+    if args.eval_size is not None and args.eval_size < 0:
+        raise SystemExit("--eval-size must be >= 0")
+    try:
+        device = resolve_device(args.device).type
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    return run(run_settings(args, config, device), config)

@@ -189,6 +189,7 @@ class Trainer:
         rng: random.Random | None = None,
         bandit: BanditState | None = None,
         metrics: MetricsLog | None = None,
+        extra_metrics: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         accumulate = config.optimizer.gradient_accumulation_steps
         if settings.save_every % accumulate:
@@ -201,6 +202,7 @@ class Trainer:
         self.settings = settings
         self.rng = rng if rng is not None else random.Random(settings.seed)
         self.bandit = bandit
+        self.extra_metrics = extra_metrics  # per-example values the search function knows (e.g. teacher cost)
         self.sampler = QuestionSampler(len(rows), settings.seed)
         self.optimizer = build_optimizer(student.model.parameters(), config.optimizer, student.device)
         self.scheduler = build_scheduler(
@@ -257,6 +259,8 @@ class Trainer:
         record.update(self.update(self.tokenise(row["question"], result.trajectories)))
         self.step += 1
         self.reference.after_example(self.step)
+        if self.extra_metrics is not None:
+            record.update(self.extra_metrics())
         record["lr"] = self.scheduler.get_last_lr()[0]
         record["time_s"] = time.perf_counter() - start
         self.metrics.log(record)

@@ -1,0 +1,345 @@
+"""train_vllm.py's run: build the data, the student, the teachers and the search, then train and evaluate.
+
+`run_settings` turns the parsed command line and the config into a `RunSettings` (pure: no model, no
+network), so that the flag -> setting mapping is testable; `run` does the work:
+
+1. GSM8K train rows (the search's questions) and `eval_size` test rows (the greedy evaluation).
+2. The student (LoRA) from `--student` or models.yaml (the embedded SmolLM2 on CPU).
+3. The teachers: the tier's API teachers (plus any `--teacher`), or, with `--local-teacher` or when no
+   key of the tier is in the environment and no `--teacher` is given, the student's own base model
+   served by `transformers serve` on 127.0.0.1 for the length of the run.
+4. One search per example (`SearchRunner`), on one event loop that lives as long as the run, because
+   the teachers' HTTP clients are bound to the loop they were first used on.
+5. Greedy accuracy before (fresh runs) and after training, with Wilson 95% intervals; the `Trainer`
+   in between; PNG plots and a summary table at the end.
+
+On a CPU the `cpu` section of training.yaml replaces the search budget and the run's sizes, so that a
+run with no flags stays small; flags given on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import random
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alphazero_llm.config import Config, MCTSConfig, TeacherModelConfig, TeachersConfig
+from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.mcts import Evaluator, SearchResult, search
+from alphazero_llm.mcts.proposers import StudentAdapter, TeacherProposer
+from alphazero_llm.models.student import StudentModel, StudentSpec, resolve_model_path
+from alphazero_llm.models.teacher_client import MissingApiKeyError, is_loopback_url
+from alphazero_llm.models.teachers import TeacherEnsemble
+from alphazero_llm.models.terminal import TerminalChecker
+from alphazero_llm.server import LocalServer
+from alphazero_llm.training.checkpoint import find_latest
+from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy
+from alphazero_llm.training.loop import LoopSettings, Trainer
+from alphazero_llm.training.metrics import MetricsLog, make_reporter, summary_table, write_plots
+
+logger = logging.getLogger(__name__)
+
+LOCAL_TEACHER_NAME = "local"
+# The loopback server needs no key; an unset variable makes the client use a placeholder.
+LOCAL_TEACHER_KEY_ENV = "ALPHAZERO_LOCAL_TEACHER_KEY"
+# A CPU server answers a few requests at a time at ~10-20 tokens/s; the API default would time out.
+LOCAL_TEACHER_TIMEOUT_S = 180.0
+EVAL_BEFORE_FILE = "eval_before.json"
+EVAL_FILE = "eval.json"
+# Per-example seeds of the student's sampling are spaced this far apart (an example makes far fewer calls).
+SEED_STRIDE = 100_000
+
+
+@dataclass(frozen=True)
+class TeacherChoice:
+    """Which teachers propose steps, and why (for the log). Holds key variable names, never values."""
+
+    local: bool
+    tier: str | None  # None: the tier's teachers are not used
+    extra: tuple[TeacherModelConfig, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    loop: LoopSettings
+    mcts: MCTSConfig
+    eval_size: int
+    device: str  # "cpu" or "cuda"
+    student: str
+    dataset_path: str | None
+    teachers: TeacherChoice
+    report_to: str
+    resume: bool
+
+
+def choose_teachers(
+    config: TeachersConfig,
+    tier: str,
+    extra: Sequence[TeacherModelConfig],
+    local: bool,
+    env: Mapping[str, str],
+) -> TeacherChoice:
+    if local:
+        return TeacherChoice(True, None, (), "--local-teacher was given")
+    missing = sorted(
+        {t.api_key_env for t in config.tier(tier) if not env.get(t.api_key_env) and not is_loopback_url(t.base_url)}
+    )
+    if not missing:
+        return TeacherChoice(False, tier, tuple(extra), f"the keys of tier {tier!r} are set in the environment")
+    unset = ", ".join(missing)
+    if extra:
+        return TeacherChoice(
+            False, None, tuple(extra), f"tier {tier!r} skipped ({unset} unset); using the --teacher ones only"
+        )
+    return TeacherChoice(
+        True, None, (), f"no key for tier {tier!r} ({unset} unset) and no --teacher: the student's base model teaches"
+    )
+
+
+def run_settings(
+    args: argparse.Namespace, config: Config, device: str, env: Mapping[str, str] | None = None
+) -> RunSettings:
+    """The run's settings from the parsed flags: explicit flags, else the CPU defaults on CPU, else the config."""
+    env = os.environ if env is None else env
+    training = config.training
+    on_cpu = device == "cpu"
+    cpu = training.cpu
+
+    def pick(flag: Any, cpu_value: Any, value: Any) -> Any:
+        return flag if flag is not None else (cpu_value if on_cpu else value)
+
+    mcts = training.mcts
+    if on_cpu:
+        mcts = dataclasses.replace(mcts, **dataclasses.asdict(cpu.mcts))
+    loss = "grpo" if args.use_grpo else "legacy" if args.use_legacy else training.run.loss
+    loop = LoopSettings(
+        num_examples=pick(args.num_examples, cpu.num_examples, training.run.num_examples),
+        checkpoint_dir=Path(args.checkpoint_dir),
+        save_every=pick(args.save_every, cpu.save_every, training.run.save_every),
+        log_interval=args.log_interval,
+        loss=loss,
+        seed=args.seed,
+        system_prompt=training.environment.system_prompt,
+    )
+    return RunSettings(
+        loop=loop,
+        mcts=mcts,
+        eval_size=pick(args.eval_size, cpu.eval_size, training.dataset.num_eval_examples),
+        device=device,
+        # `device` is resolved already; default_student_name would resolve it again (and need CUDA to say "cuda").
+        student=args.student or (config.models.student.cpu_name if on_cpu else config.models.student.name),
+        dataset_path=args.dataset_path,
+        teachers=choose_teachers(config.teachers, args.tier, args.teacher, args.local_teacher, env),
+        report_to=args.report_to,
+        resume=args.resume,
+    )
+
+
+class SearchRunner:
+    """The Trainer's `search_fn`: one MCTS per example, with a fresh student adapter seeded by the step."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        student: StudentModel,
+        ensemble: TeacherEnsemble,
+        terminal: TerminalChecker,
+        references: Mapping[str, str],
+        config: Config,
+        mcts: MCTSConfig,
+        seed: int,
+    ) -> None:
+        self.loop = loop
+        self.student = student
+        self.ensemble = ensemble
+        self.terminal = terminal
+        self.references = dict(references)
+        self.config = config
+        self.mcts = mcts
+        self.seed = seed
+        self.last: dict[str, float] = {}
+
+    def _totals(self) -> tuple[float, float]:
+        metrics = self.ensemble.accounting.metrics()
+        tokens = metrics.get("teachers/total/tokens_in", 0.0) + metrics.get("teachers/total/tokens_out", 0.0)
+        return metrics.get("teachers/total/cost_usd", 0.0), tokens
+
+    def __call__(self, question: str, gold: str, rng: random.Random, step: int) -> SearchResult:
+        generation = self.config.models.generation
+        # A new adapter per example: its log-prob caches describe the policy of the moment, which every
+        # update changes; its seed depends on the step only, so a resumed run samples what a straight one does.
+        adapter = StudentAdapter(
+            self.student,
+            max_new_tokens=self.mcts.tokens_per_expansion,
+            temperature=generation.temperature,
+            top_p=generation.top_p,
+            seed=self.seed * 1_000_000_000 + step * SEED_STRIDE,
+            references=self.references,
+            system_prompt=self.config.training.environment.system_prompt,
+        )
+        puct = self.mcts.selection == "puct"
+        proposers = TeacherProposer(self.ensemble).proposers(
+            adapter if (self.mcts.num_student > 0 or puct) else None, puct=puct
+        )
+        evaluator = Evaluator(self.terminal, adapter, adapter if self.mcts.rollout else None)
+        cost, tokens = self._totals()
+        result = self.loop.run_until_complete(
+            search(question, gold, proposers, evaluator, self.mcts, self.config.training.rewards, rng)
+        )
+        cost_after, tokens_after = self._totals()
+        self.last = {"cost_usd": cost_after - cost, "teacher_tokens": tokens_after - tokens}
+        return result
+
+    def extra_metrics(self) -> dict[str, float]:
+        return dict(self.last)
+
+
+def teacher_configs(
+    settings: RunSettings, config: Config, stack: ExitStack, log_dir: Path
+) -> tuple[TeacherModelConfig, ...]:
+    choice = settings.teachers
+    if not choice.local:
+        teachers = (*(config.teachers.tier(choice.tier) if choice.tier else ()), *choice.extra)
+        logger.info("teachers: %s (%s)", ", ".join(t.name for t in teachers), choice.reason)
+        return teachers
+    model_dir = Path(resolve_model_path(settings.student))
+    if not model_dir.is_dir():
+        from huggingface_hub import snapshot_download
+
+        # The student was loaded from the hub, so its files are in the local cache: serve those.
+        model_dir = Path(snapshot_download(settings.student))
+    server = stack.enter_context(LocalServer(model_dir, log_file=log_dir / "teacher_server.log"))
+    logger.info("teachers: %s, the student's base model served at %s (%s)", model_dir, server.base_url, choice.reason)
+    return (TeacherModelConfig(LOCAL_TEACHER_NAME, "local", server.model_name, server.base_url, LOCAL_TEACHER_KEY_ENV),)
+
+
+def terminal_checker(settings: RunSettings, config: Config, ensemble: TeacherEnsemble) -> TerminalChecker:
+    checker = config.teachers.terminal_checker
+    rules_only = dataclasses.replace(checker, use_llm=False)
+    if not checker.use_llm:
+        return TerminalChecker(rules_only)
+    if settings.teachers.local:
+        logger.info("terminal checks: rules only (the local teacher run asks no API model)")
+        return TerminalChecker(rules_only)
+    try:
+        return TerminalChecker(checker, ensemble.client)
+    except MissingApiKeyError as exc:
+        logger.warning("terminal checks: rules only, the LLM checker is unavailable: %s", exc)
+        return TerminalChecker(rules_only)
+
+
+def evaluate(student: StudentModel, rows: Sequence[Mapping[str, Any]], config: Config, when: str) -> EvalResult:
+    result = evaluate_greedy(
+        student, rows, config.training.environment.system_prompt, config.models.generation.max_new_tokens
+    )
+    logger.info("greedy accuracy %s training on %d test questions: %s", when, len(rows), result)
+    return result
+
+
+def _eval_record(result: EvalResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {"correct": result.correct, "total": result.total, "accuracy": result.accuracy, "low": result.low,
+            "high": result.high}  # fmt: skip
+
+
+def run(settings: RunSettings, config: Config) -> int:
+    """Train as `settings` says; 0 when the run finished."""
+    out = settings.loop.checkpoint_dir
+    out.mkdir(parents=True, exist_ok=True)
+    ds = config.training.dataset
+    source = Gsm8kSource.resolve(settings.dataset_path, ds.name, ds.config)
+    seed = settings.loop.seed
+    train_rows = list(load_gsm8k(ds.train_split, source, ds.num_train_examples, ds.shuffle, seed))
+    eval_rows = list(load_gsm8k(ds.eval_split, source, settings.eval_size)) if settings.eval_size > 0 else []
+    if not train_rows:
+        raise ValueError(f"no training rows in {source}")
+    if not settings.resume and find_latest(out) is not None:
+        logger.warning("%s holds checkpoints from an earlier run; they will be overwritten (use --resume)", out)
+    logger.info(
+        "run: %d examples, %s loss, device %s, search %d iterations x (%d right, %d wrong, %d student) steps of %d "
+        "tokens, depth %d",
+        settings.loop.num_examples, settings.loop.loss, settings.device, settings.mcts.num_iterations,
+        settings.mcts.num_right, settings.mcts.num_wrong, settings.mcts.num_student,
+        settings.mcts.tokens_per_expansion, settings.mcts.max_depth,
+    )  # fmt: skip
+    student = StudentModel.load(StudentSpec(name=settings.student, device=settings.device), config.models)
+    training = dataclasses.replace(config.training, mcts=settings.mcts)
+    with ExitStack() as stack:
+        teachers = teacher_configs(settings, config, stack, out)
+        client = config.teachers.client
+        if settings.teachers.local:
+            client = dataclasses.replace(client, timeout_s=max(client.timeout_s, LOCAL_TEACHER_TIMEOUT_S))
+        loop = asyncio.new_event_loop()
+        stack.callback(loop.close)
+        ensemble = TeacherEnsemble(
+            teachers,
+            client,
+            config.teachers.bandit,
+            tokens_per_expansion=settings.mcts.tokens_per_expansion,
+            rng=random.Random(seed),
+        )
+        stack.callback(lambda: loop.run_until_complete(ensemble.aclose()))
+        runner = SearchRunner(
+            loop,
+            student,
+            ensemble,
+            terminal_checker(settings, config, ensemble),
+            {row["question"]: row["info"]["solution"] for row in train_rows},
+            config,
+            settings.mcts,
+            seed,
+        )
+        reporter = make_reporter(settings.report_to, out, _run_config(settings))
+        metrics = MetricsLog(out / "metrics.jsonl", reporters=[reporter] if reporter else [])
+        trainer = Trainer(
+            student, runner, train_rows, training, settings.loop,
+            bandit=ensemble.bandit, metrics=metrics, extra_metrics=runner.extra_metrics,
+        )  # fmt: skip
+        if settings.resume:
+            trainer.resume()
+        stack.callback(lambda: trainer.metrics.close())
+        before = _before(trainer, student, eval_rows, config, out)
+        trainer.run()
+        after = evaluate(student, eval_rows, config, "after") if eval_rows else None
+        (out / EVAL_FILE).write_text(
+            json.dumps({"before": _eval_record(before), "after": _eval_record(after)}, indent=2), encoding="utf-8"
+        )
+        plots = write_plots(trainer.metrics.records, out / "plots")
+        extra = {"eval before": before or "-", "eval after": after or "-"}
+        logger.info("summary:\n%s", summary_table(trainer.metrics.records, extra))
+        logger.info("wrote checkpoints, %s and %d plots under %s", trainer.metrics.path.name, len(plots), out)
+    return 0
+
+
+def _before(
+    trainer: Trainer, student: StudentModel, rows: Sequence[Mapping[str, Any]], config: Config, out: Path
+) -> EvalResult | None:
+    """Evaluate before training on a fresh run; a resumed run reads the fresh run's figure back."""
+    path = out / EVAL_BEFORE_FILE
+    if trainer.step > 0:
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return EvalResult(data["correct"], data["total"], data["low"], data["high"])
+        return None
+    if not rows:
+        return None
+    result = evaluate(student, rows, config, "before")
+    path.write_text(json.dumps(_eval_record(result), indent=2), encoding="utf-8")
+    return result
+
+
+def _run_config(settings: RunSettings) -> dict[str, Any]:
+    """What the reporter records about the run: settings only (teacher key variable names, never values)."""
+    data = dataclasses.asdict(settings)
+    return json.loads(json.dumps(data, default=str))
