@@ -49,12 +49,14 @@ class LocalServer:
         log_file: Path | None = None,
         startup_timeout_s: float = 300.0,
         continuous_batching: bool = True,
+        kv_cache_blocks: int = 256,  # x 32 tokens: 8k tokens of KV cache across all requests in flight
     ) -> None:
         self.model_dir = Path(model_dir)
         self.port = free_port() if port is None else port
         self.log_file = log_file
         self.startup_timeout_s = startup_timeout_s
         self.continuous_batching = continuous_batching
+        self.kv_cache_blocks = kv_cache_blocks
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle = None
 
@@ -73,7 +75,9 @@ class LocalServer:
             "--host", LOOPBACK, "--port", str(self.port),
         ]  # fmt: skip
         if self.continuous_batching:
-            cmd.append("--continuous-batching")
+            # Left alone, the paged KV cache is sized from the free RAM and grows to many GiB on a
+            # CPU (a CI run was OOM-killed at 13.7 GiB); a fixed pool is plenty for a small model.
+            cmd += ["--continuous-batching", "--cb-block-size", "32", "--cb-num-blocks", str(self.kv_cache_blocks)]
         return cmd
 
     def start(self) -> LocalServer:
