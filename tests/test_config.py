@@ -165,3 +165,10 @@ def test_yaml_tags_are_not_executed(config_copy: Path):
     (config_copy / MODELS_FILE).write_text("student: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(config_copy)
+
+
+def test_cpu_search_budget_is_checked_as_an_mcts_config(config_copy: Path):
+    assert load_config().training.cpu_mcts.num_iterations == load_config().training.cpu.mcts.num_iterations
+    edit(config_copy, TRAINING_FILE, lambda d: d["cpu"]["mcts"].update(num_iterations=0))
+    with pytest.raises(ConfigError, match=r"training\.yaml: .*cpu\.mcts: num_iterations must be positive"):
+        load_config(config_copy)

@@ -334,15 +334,7 @@ class CpuMCTSConfig:
     tokens_per_expansion: int
     max_depth: int
 
-    def __post_init__(self) -> None:
-        _require(self.num_iterations > 0, "num_iterations must be positive")
-        _require(self.max_depth > 0, "max_depth must be positive")
-        _require(self.tokens_per_expansion > 0, "tokens_per_expansion must be positive")
-        _require(
-            min(self.num_right, self.num_wrong, self.num_student) >= 0,
-            "num_right, num_wrong and num_student must be >= 0",
-        )
-        _require(self.num_right + self.num_wrong + self.num_student > 0, "an expansion must ask for a step")
+    # Validated as the MCTSConfig it produces (TrainingConfig.cpu_mcts), with MCTSConfig's own checks.
 
 
 @dataclass(frozen=True)
@@ -372,6 +364,17 @@ class TrainingConfig:
     optimizer: OptimizerConfig
     run: RunConfig
     cpu: CpuConfig
+
+    def __post_init__(self) -> None:
+        try:
+            self.cpu_mcts  # noqa: B018  (builds it, so that a bad CPU budget fails at load time)
+        except ValueError as exc:
+            raise ValueError(f"cpu.mcts: {exc}") from exc
+
+    @property
+    def cpu_mcts(self) -> MCTSConfig:
+        """`mcts` with the CPU search budget in place of its own."""
+        return dataclasses.replace(self.mcts, **dataclasses.asdict(self.cpu.mcts))
 
 
 @dataclass(frozen=True)

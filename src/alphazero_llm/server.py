@@ -4,7 +4,7 @@ Used by the tests (vf-eval end to end), by the local quickstart, and as a
 stand-in teacher on machines without an API key. It binds 127.0.0.1 only.
 
     with LocalServer(embedded_model_dir()) as server:
-        print(server.base_url)      # http://127.0.0.1:<port>/v1
+        server.base_url             # http://127.0.0.1:<port>/v1
 
 `transformers serve` needs the `serving` extra of transformers (in our dev extra).
 """

@@ -120,7 +120,7 @@ def run_settings(
 
     mcts = training.mcts
     if on_cpu:
-        mcts = dataclasses.replace(mcts, **dataclasses.asdict(cpu.mcts))
+        mcts = training.cpu_mcts
     loss = "grpo" if args.use_grpo else "legacy" if args.use_legacy else training.run.loss
     loop = LoopSettings(
         num_examples=pick(args.num_examples, cpu.num_examples, training.run.num_examples),
