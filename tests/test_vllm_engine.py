@@ -9,12 +9,15 @@ vLLM. The real engine is exercised on a GPU by bench/gpu_check.py.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,9 @@ import pytest
 import torch
 
 from alphazero_llm.config import ModelsConfig, load_config
-from alphazero_llm.models.vllm_engine import VLLMEngine, VLLMUnavailableError, vllm_lora_rank
+from alphazero_llm.mcts.proposers import StudentAdapter
+from alphazero_llm.models.prompts import proposal_messages
+from alphazero_llm.models.vllm_engine import VLLMEngine, VLLMSampledStudent, VLLMUnavailableError, vllm_lora_rank
 
 # --- the fake vllm -----------------------------------------------------------------------------
 
@@ -335,3 +340,105 @@ def test_completion_logprobs_keep_the_completion_part_of_the_prompt_logprobs(eng
 def test_completion_logprobs_need_one_completion_per_prompt(engine: VLLMEngine):
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
         engine.completion_logprobs(["a", "b"], ["x"])
+
+
+# --- threads -------------------------------------------------------------------------------------
+
+
+class SlowFakeLLM(FakeLLM):
+    """Counts how many generate calls are inside vLLM at once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inside = self.most_inside = 0
+
+    def generate(self, prompts, sampling_params, **kwargs):
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.02)  # long enough for the other threads to arrive while this call is inside
+        try:
+            return super().generate(prompts, sampling_params, **kwargs)
+        finally:
+            self.inside -= 1
+
+
+def test_calls_from_several_threads_take_turns(fake_vllm, models_config: ModelsConfig):
+    fake_vllm.LLM = SlowFakeLLM
+    engine = VLLMEngine("org/student", FakeEncoder(), models_config)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        jobs = [pool.submit(engine.generate, [f"q{i}"], n=2) for i in range(4)]
+        jobs += [pool.submit(engine.completion_logprobs, ["q"], ["ok"]) for _ in range(2)]
+        results = [job.result() for job in jobs]
+    assert engine.llm.most_inside == 1
+    assert len(engine.llm.calls) == 6
+    assert results[0] == [["prompt0-sample0", "prompt0-sample1"]]
+
+
+# --- the search's student on vLLM ----------------------------------------------------------------
+
+
+class FakeStudent(FakeEncoder):
+    """The transformers student's scoring API; it must never generate when vLLM samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scored: list[tuple[list[list[int]], list[list[int]]]] = []
+
+    def generate(self, *args: Any, **kwargs: Any) -> list[list[str]]:
+        raise AssertionError("the transformers student generated; vLLM should have")
+
+    def token_logprobs(self, prompt_ids, completion_ids) -> list[torch.Tensor]:
+        self.scored.append((list(prompt_ids), list(completion_ids)))
+        return [torch.full((len(c),), -1.0) for c in completion_ids]
+
+    def completion_logprobs(self, prompts, completions) -> list[torch.Tensor]:
+        ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
+        return self.token_logprobs([self.prompt_ids(p) for p in prompts], ids)
+
+
+QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
+REFERENCE = "3 + 2 = 5\n#### 5"
+
+
+def student_adapter(model: VLLMSampledStudent) -> StudentAdapter:
+    return StudentAdapter(
+        model, max_new_tokens=12, temperature=0.7, top_p=0.95, seed=100, references={QUESTION: REFERENCE}
+    )
+
+
+def test_the_search_student_samples_with_vllm_and_scores_with_the_student(engine: VLLMEngine, tmp_path: Path):
+    engine.set_adapter(saved_adapter(tmp_path / "adapter"))
+    student = FakeStudent()
+    adapter = student_adapter(VLLMSampledStudent(student, engine))
+
+    steps = asyncio.run(adapter.propose(QUESTION, "Tom starts with 3 apples.", "student", 2))
+    assert [s.text for s in steps] == ["prompt0-sample0", "prompt0-sample1"]
+    assert {s.producer for s in steps} == {"student"}
+    call = last_call(engine)
+    messages = proposal_messages(QUESTION, "Tom starts with 3 apples.", "right")
+    assert call["prompts"] == [{"prompt_token_ids": student.prompt_ids(messages)}]
+    (params,) = call["params"]  # a seed gives one SamplingParams per prompt
+    assert (params.n, params.max_tokens, params.seed) == (2, 12, 101)
+    assert call["lora_request"].lora_int_id == 1  # the latest adapter samples
+    assert adapter.tokens_used() == 2 * len("prompt0-sample0")
+
+    pres = asyncio.run(adapter.score(QUESTION, "", ["3 + 2 = 5"]))
+    assert len(engine.llm.calls) == 1  # PRE did not ask vLLM
+    reference_call, step_call = student.scored
+    assert reference_call[1] == [[ord(c) for c in REFERENCE]]
+    assert step_call[1] == [[ord(c) for c in "3 + 2 = 5"]]
+    assert pres == [0.0]  # the fake gives every token -1: step and reference equally likely
+
+
+def test_with_vllm_logprobs_the_search_scores_through_the_engine(engine: VLLMEngine):
+    student = FakeStudent()
+    adapter = student_adapter(VLLMSampledStudent(student, engine, logprobs="vllm"))
+    (pre,) = asyncio.run(adapter.score(QUESTION, "", ["3 + 2 = 5"]))
+    assert student.scored == []
+    assert [c["params"].prompt_logprobs for c in engine.llm.calls] == [1, 1]  # the reference, then the step
+    assert -1.0 <= pre <= 1.0
+
+
+def test_sampled_student_rejects_an_unknown_logprob_source(engine: VLLMEngine):
+    with pytest.raises(ValueError, match="'student' or 'vllm'"):
+        VLLMSampledStudent(FakeStudent(), engine, logprobs="transformers")  # type: ignore[arg-type]

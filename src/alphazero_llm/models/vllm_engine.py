@@ -21,6 +21,11 @@ Templating has one implementation, the student's: the engine takes anything with
 `prompt_ids(prompt)` and a `tokenizer` (a `StudentModel`) and sends vLLM token ids, never text, so
 vLLM cannot re-tokenize the template and add a second BOS.
 
+`vllm.LLM` takes one call at a time; the engine holds a lock around each, so that callers in
+several threads (the search's student and teacher proposers, each in `asyncio.to_thread`) take
+turns instead of corrupting its state. `VLLMSampledStudent` is what the search's
+`StudentAdapter` is given to sample its proposals and rollouts with vLLM.
+
 vLLM is imported only when an engine is built: a CPU install never needs it (its wheels are
 CUDA-only), and importing this module never imports it.
 """
@@ -28,17 +33,18 @@ CUDA-only), and importing this module never imports it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from alphazero_llm.config import ModelsConfig
-from alphazero_llm.models.student import Prompt, resolve_model_path
+from alphazero_llm.models.student import Prompt, StudentModel, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +119,7 @@ class VLLMEngine:
         self._adapter_id = 0
         self._adapter: Any | None = None  # the current LoRARequest
         self._adapter_enabled = True
+        self._lock = threading.Lock()  # vllm.LLM serves one call at a time (module docstring)
         kwargs: dict[str, Any] = {
             "model": resolve_model_path(model),
             "dtype": config.student.bnb_4bit_compute_dtype if dtype is None else dtype,
@@ -262,7 +269,49 @@ class VLLMEngine:
 
     def _run(self, token_ids: list[list[int]], sampling: Any) -> list[Any]:
         prompts = [{"prompt_token_ids": ids} for ids in token_ids]  # a vllm.inputs.TokensPrompt
-        outputs = self.llm.generate(prompts, sampling, use_tqdm=False, lora_request=self.lora_request)
+        with self._lock:
+            outputs = self.llm.generate(prompts, sampling, use_tqdm=False, lora_request=self.lora_request)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(prompts)} prompts")
         return outputs
+
+
+class VLLMSampledStudent:
+    """The student as `mcts.proposers.StudentAdapter` uses it, with `generate` served by a `VLLMEngine`.
+
+    The search's student proposals and rollouts are sampled by vLLM with the engine's latest adapter;
+    templating (`prompt_ids`, `tokenizer`) is the student's. Log-probs (the search's PRE and PUCT
+    priors) come from `logprobs`: "student" (default) scores with the transformers student, the nf4
+    policy that the loss trains; "vllm" scores with the engine (bf16 base, faster, off by the
+    quantization gap; see the module docstring).
+    """
+
+    def __init__(
+        self, student: StudentModel, engine: VLLMEngine, *, logprobs: Literal["student", "vllm"] = "student"
+    ) -> None:
+        if logprobs not in ("student", "vllm"):
+            raise ValueError(f"logprobs must be 'student' or 'vllm', not {logprobs!r}")
+        self.student = student
+        self.engine = engine
+        self.logprobs = logprobs
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.student.tokenizer
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        return self.student.prompt_ids(prompt)
+
+    def generate(self, prompts: Sequence[Prompt], **kwargs: Any) -> list[list[str]]:
+        """`VLLMEngine.generate`: same arguments as `StudentModel.generate`."""
+        return self.engine.generate(prompts, **kwargs)
+
+    def token_logprobs(
+        self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]
+    ) -> list[torch.Tensor]:
+        scorer = self.student if self.logprobs == "student" else self.engine
+        return scorer.token_logprobs(prompt_ids, completion_ids)
+
+    def completion_logprobs(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[torch.Tensor]:
+        scorer = self.student if self.logprobs == "student" else self.engine
+        return scorer.completion_logprobs(prompts, completions)
