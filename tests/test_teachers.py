@@ -40,6 +40,7 @@ from alphazero_llm.testing.fault_proxy import FaultProxy, FaultSchedule
 SECRET = "sk-test-SECRET"
 CLIENT = TeacherClientConfig(
     timeout_s=2.0,
+    local_timeout_s=2.0,
     max_retries=3,
     backoff_base_s=0.01,
     backoff_max_s=0.05,

@@ -20,7 +20,7 @@ BANDIT = BanditConfig(temperature=0.2, exploration=0.1, prior_value=0.5, prior_c
 
 def client_config(timeout_s: float, max_concurrency: int) -> TeacherClientConfig:
     return TeacherClientConfig(
-        timeout_s=timeout_s, max_retries=4, backoff_base_s=0.2, backoff_max_s=2.0, max_retry_after_s=5.0,
+        timeout_s=timeout_s, local_timeout_s=timeout_s, max_retries=4, backoff_base_s=0.2, backoff_max_s=2.0, max_retry_after_s=5.0,
         max_concurrency=max_concurrency, disable_after_failures=0, temperature=0.8, rate_limits={},
     )  # fmt: skip
 

@@ -14,7 +14,7 @@ from alphazero_llm.testing.fake_openai import FakeOpenAIServer, Reply
 
 Q = "Janet has 3 eggs and buys 4 more. How many eggs does she have?"
 CLIENT = TeacherClientConfig(
-    timeout_s=2.0, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05, max_retry_after_s=1.0,
+    timeout_s=2.0, local_timeout_s=2.0, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.05, max_retry_after_s=1.0,
     max_concurrency=4, disable_after_failures=0, temperature=0.7, rate_limits={},
 )  # fmt: skip
 

@@ -137,6 +137,7 @@ class TeacherClientConfig:
     """How requests to teachers are sent: limits, timeouts and retries (see models/teacher_client.py)."""
 
     timeout_s: float
+    local_timeout_s: float  # the loopback teacher server that train_vllm.py starts (slow on a CPU)
     max_retries: int
     backoff_base_s: float
     backoff_max_s: float
@@ -148,6 +149,7 @@ class TeacherClientConfig:
 
     def __post_init__(self) -> None:
         _require(self.timeout_s > 0, "timeout_s must be positive")
+        _require(self.local_timeout_s > 0, "local_timeout_s must be positive")
         _require(self.max_retries >= 0, "max_retries must be >= 0")
         _require(0 < self.backoff_base_s <= self.backoff_max_s, "need 0 < backoff_base_s <= backoff_max_s")
         _require(self.max_retry_after_s >= 0, "max_retry_after_s must be >= 0")
