@@ -1,10 +1,10 @@
-"""Greedy evaluation scored by hre_score, with a Wilson 95% interval."""
+"""Greedy evaluation scored by hre_score and the `#### N` format, Wilson intervals, the paired McNemar test."""
 
 from __future__ import annotations
 
 import pytest
 
-from alphazero_llm.training.evaluation import evaluate_greedy, wilson_interval
+from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, mcnemar_exact, wilson_interval
 
 
 def test_wilson_interval_known_values() -> None:
@@ -21,16 +21,42 @@ class Answers:
 
     def generate(self, prompts, n=1, max_new_tokens=256, temperature=0.7, **kwargs):
         self.calls.append((len(prompts), temperature, max_new_tokens))
-        return [[t] for t in self.texts]
+        answered, self.texts = self.texts[: len(prompts)], self.texts[len(prompts) :]
+        return [[t] for t in answered]
 
 
-def test_evaluate_greedy_scores_with_hre() -> None:
+def test_evaluate_greedy_scores_with_hre_and_format() -> None:
     rows = [{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": "4"}, {"question": "x", "answer": "9"}]
-    student = Answers(["so #### 2", "The answer is 5", "no idea"])
-    result = evaluate_greedy(student, rows, "Solve.", max_new_tokens=32)
-    assert (result.correct, result.total) == (1, 3)
-    assert student.calls == [(3, 0.0, 32)]  # one greedy batch
-    assert result.low < 1 / 3 < result.high
-    assert "Wilson 95%" in str(result)
-    assert set(result.as_dict("eval_before")) == {"eval_before/accuracy", "eval_before/ci_low",
-                                                    "eval_before/ci_high", "eval_before/n"}  # fmt: skip
+    student = Answers(["so #### 2", "The answer is 4", "#### 7"])
+    result = evaluate_greedy(student, rows, "Solve.", max_new_tokens=32, batch_size=2, progress=False)
+    assert result.correct_flags == (True, True, False)
+    assert result.format_flags == (True, False, True)
+    assert (result.correct, result.formatted, result.total) == (2, 2, 3)
+    assert student.calls == [(2, 0.0, 32), (1, 0.0, 32)]  # greedy, in batches of 2
+    low, high = result.accuracy_interval
+    assert low < 2 / 3 < high
+    assert "Wilson 95%" in str(result) and "#### format 2/3" in str(result)
+    assert set(result.as_dict("eval_before")) == {
+        "eval_before/accuracy", "eval_before/ci_low", "eval_before/ci_high", "eval_before/format_rate",
+        "eval_before/format_ci_low", "eval_before/format_ci_high", "eval_before/n",
+    }  # fmt: skip
+    assert EvalResult.from_record(result.to_record()) == result
+
+
+def test_eval_result_rejects_unpaired_flags() -> None:
+    with pytest.raises(ValueError, match="one entry per question"):
+        EvalResult((True,), (True, False))
+
+
+def test_mcnemar_exact_known_values() -> None:
+    # 8 gained, 1 lost: two-sided exact binomial p = 2 * (1 + 9) / 512 = 0.0390625 (R: binom.test(1, 9)).
+    before = [False] * 8 + [True] + [True] * 5 + [False] * 6
+    after = [True] * 8 + [False] + [True] * 5 + [False] * 6
+    gained, lost, p = mcnemar_exact(before, after)
+    assert (gained, lost) == (8, 1)
+    assert p == pytest.approx(0.0390625)
+    assert mcnemar_exact(after, before)[2] == pytest.approx(p)  # symmetric
+    assert mcnemar_exact([True, False], [True, False]) == (0, 0, 1.0)  # no discordant pair
+    assert mcnemar_exact([False] * 3, [True] * 3)[2] == pytest.approx(0.25)  # 2 * 1/8
+    with pytest.raises(ValueError, match="differ in length"):
+        mcnemar_exact([True], [True, False])

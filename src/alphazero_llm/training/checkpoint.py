@@ -231,6 +231,11 @@ def find_latest(root: Path) -> Path | None:
     return checkpoint_dir(root, steps[-1]) if steps else None
 
 
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Every complete checkpoint under `root` as (example step, directory), oldest first."""
+    return [(step, checkpoint_dir(root, step)) for step in sorted(_checkpoint_steps(Path(root)))]
+
+
 def _checkpoint_steps(root: Path) -> list[int]:
     if not root.is_dir():
         return []

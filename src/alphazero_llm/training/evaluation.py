@@ -1,4 +1,7 @@
-"""Greedy GSM8K accuracy of the student, scored by `rewards.hre_score`, with a Wilson 95% interval."""
+"""Greedy GSM8K evaluation of the student: accuracy (`rewards.hre_score`) and the rate of well-formed
+`#### N` answers (`answers.extract_strict`), each with a Wilson 95% interval, kept per question so that
+two evaluations of the same questions can be compared pairwise (`mcnemar_exact`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from alphazero_llm.answers import extract_strict
 from alphazero_llm.rewards import hre_score
 
 logger = logging.getLogger(__name__)
@@ -22,21 +26,68 @@ class Generator(Protocol):
 
 @dataclass(frozen=True)
 class EvalResult:
-    correct: int
-    total: int
-    low: float  # Wilson score interval, 95%
-    high: float
+    """Per-question outcomes of one greedy evaluation, in the order of the rows."""
+
+    correct_flags: tuple[bool, ...]
+    format_flags: tuple[bool, ...]  # the answer has a parseable `#### N` line
+
+    def __post_init__(self) -> None:
+        if len(self.correct_flags) != len(self.format_flags):
+            raise ValueError("correct_flags and format_flags must have one entry per question")
+
+    @property
+    def total(self) -> int:
+        return len(self.correct_flags)
+
+    @property
+    def correct(self) -> int:
+        return sum(self.correct_flags)
+
+    @property
+    def formatted(self) -> int:
+        return sum(self.format_flags)
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else float("nan")
 
+    @property
+    def format_rate(self) -> float:
+        return self.formatted / self.total if self.total else float("nan")
+
+    @property
+    def accuracy_interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.total)
+
+    @property
+    def format_interval(self) -> tuple[float, float]:
+        return wilson_interval(self.formatted, self.total)
+
     def as_dict(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}/accuracy": self.accuracy, f"{prefix}/ci_low": self.low, f"{prefix}/ci_high": self.high,
-                f"{prefix}/n": float(self.total)}  # fmt: skip
+        (low, high), (f_low, f_high) = self.accuracy_interval, self.format_interval
+        return {f"{prefix}/accuracy": self.accuracy, f"{prefix}/ci_low": low, f"{prefix}/ci_high": high,
+                f"{prefix}/format_rate": self.format_rate, f"{prefix}/format_ci_low": f_low,
+                f"{prefix}/format_ci_high": f_high, f"{prefix}/n": float(self.total)}  # fmt: skip
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready: the figures, and the per-question flags that `from_record` reads back."""
+        (low, high), (f_low, f_high) = self.accuracy_interval, self.format_interval
+        return {"correct": self.correct, "formatted": self.formatted, "total": self.total,
+                "accuracy": self.accuracy, "low": low, "high": high,
+                "format_rate": self.format_rate, "format_low": f_low, "format_high": f_high,
+                "correct_flags": [int(f) for f in self.correct_flags],
+                "format_flags": [int(f) for f in self.format_flags]}  # fmt: skip
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> EvalResult:
+        return cls(tuple(bool(f) for f in record["correct_flags"]), tuple(bool(f) for f in record["format_flags"]))
 
     def __str__(self) -> str:
-        return f"{self.correct}/{self.total} = {self.accuracy:.1%} (Wilson 95% CI {self.low:.1%}-{self.high:.1%})"
+        (low, high), (f_low, f_high) = self.accuracy_interval, self.format_interval
+        return (
+            f"correct {self.correct}/{self.total} = {self.accuracy:.1%} (Wilson 95% CI {low:.1%}-{high:.1%}), "
+            f"#### format {self.formatted}/{self.total} = {self.format_rate:.1%} (CI {f_low:.1%}-{f_high:.1%})"
+        )
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -54,14 +105,50 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> tuple[int, int, float]:
+    """Exact two-sided McNemar test of paired 0/1 outcomes on the same questions.
+
+    Returns (gained, lost, p): `gained` questions went 0 -> 1, `lost` went 1 -> 0, and p is the
+    two-sided binomial test of gained against Binomial(gained + lost, 1/2) (McNemar 1947, exact
+    form): the chance of a split at least this uneven if training changed nothing.
+    """
+    if len(before) != len(after):
+        raise ValueError(f"paired outcomes differ in length: {len(before)} vs {len(after)}")
+    gained = sum(1 for b, a in zip(before, after, strict=True) if a and not b)
+    lost = sum(1 for b, a in zip(before, after, strict=True) if b and not a)
+    n = gained + lost
+    if n == 0:
+        return gained, lost, 1.0
+    tail = math.fsum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
+    return gained, lost, min(1.0, 2 * tail)
+
+
 def evaluate_greedy(
-    student: Generator, rows: Sequence[Mapping[str, Any]], system_prompt: str, max_new_tokens: int
+    student: Generator,
+    rows: Sequence[Mapping[str, Any]],
+    system_prompt: str,
+    max_new_tokens: int,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+    desc: str = "evaluating",
 ) -> EvalResult:
-    """Greedy (temperature 0) answers to `rows` ({question, answer}), each scored 0/1 by hre_score."""
+    """Greedy (temperature 0) answers to `rows` ({question, answer}), each scored by hre_score and format.
+
+    Generated `batch_size` prompts at a time (the student's own batch size), behind a progress bar.
+    """
     if not rows:
-        return EvalResult(0, 0, 0.0, 1.0)
+        return EvalResult((), ())
+    from tqdm.auto import tqdm
+
     prompts = [[{"role": "system", "content": system_prompt}, {"role": "user", "content": r["question"]}] for r in rows]
-    outputs = student.generate(prompts, n=1, max_new_tokens=max_new_tokens, temperature=0.0)
-    correct = int(sum(hre_score(out[0], str(r["answer"])) for out, r in zip(outputs, rows, strict=True)))
-    low, high = wilson_interval(correct, len(rows))
-    return EvalResult(correct, len(rows), low, high)
+    texts: list[str] = []
+    with tqdm(total=len(prompts), desc=desc, unit="q", disable=not progress) as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            outputs = student.generate(chunk, n=1, max_new_tokens=max_new_tokens, temperature=0.0)
+            texts.extend(out[0] for out in outputs)
+            bar.update(len(chunk))
+    correct = tuple(hre_score(t, str(r["answer"])) == 1.0 for t, r in zip(texts, rows, strict=True))
+    formatted = tuple(extract_strict(t) is not None for t in texts)
+    return EvalResult(correct, formatted)
