@@ -32,7 +32,7 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]):
     for flag in (
         "--num-examples", "--checkpoint-dir", "--save-every", "--log-interval", "--use-grpo", "--use-legacy",
         "--config", "--resume", "--eval-size", "--seed", "--tier", "--student", "--device", "--report-to",
-        "--teacher", "--local-teacher", "--dataset-path",
+        "--teacher", "--local-teacher", "--reference-teacher", "--dataset-path",
     ):  # fmt: skip
         assert flag in text
 
@@ -105,6 +105,19 @@ def test_teacher_choice():
     assert not extra_only.local and extra_only.tier is None and [t.name for t in extra_only.extra] == ["mine"]
     both = settings_for(["--teacher", spec], env={key_env: "k"}).teachers
     assert both.tier == CONFIG.teachers.default_tier and len(both.extra) == 1
+
+
+def test_reference_teacher_choice():
+    key_env = CONFIG.teachers.tier(CONFIG.teachers.default_tier)[0].api_key_env
+    assert not settings_for([]).teachers.reference
+    only = settings_for(["--reference-teacher", "only"]).teachers
+    assert only.reference and not only.uses_llm and not only.local
+    also = settings_for(["--reference-teacher", "also"], env={key_env: "k"}).teachers
+    assert also.reference and also.tier == CONFIG.teachers.default_tier
+    also_local = settings_for(["--reference-teacher", "also"]).teachers  # no key: the local server teaches too
+    assert also_local.reference and also_local.local
+    with pytest.raises(SystemExit, match="leaves no room for --local-teacher"):
+        main(["--reference-teacher", "only", "--local-teacher"])
 
 
 def test_bad_values_are_usage_errors():

@@ -104,6 +104,14 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "the tier's teachers is set and no --teacher is given)",
     )
     parser.add_argument(
+        "--reference-teacher",
+        choices=["off", "also", "only"],
+        default="off",
+        help="GSM8K's reference solution as a teacher: its next line is a 'right' step, the line with a number "
+        "changed a 'wrong' one. 'also' adds it to the LLM teachers; 'only' makes it the sole teacher (no API key, "
+        "no server)",
+    )
+    parser.add_argument(
         "--dataset-path",
         default=None,
         help="local GSM8K: a directory holding train.jsonl/test.jsonl, or one JSONL file "
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--eval-size must be >= 0")
     try:
         device = resolve_device(args.device).type
+        settings = run_settings(args, config, device)
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
-    return run(run_settings(args, config, device), config)
+    return run(settings, config)

@@ -7,7 +7,9 @@ network), so that the flag -> setting mapping is testable; `run` does the work:
 2. The student (LoRA) from `--student` or models.yaml (the embedded SmolLM2 on CPU).
 3. The teachers: the tier's API teachers (plus any `--teacher`), or, with `--local-teacher` or when no
    key of the tier is in the environment and no `--teacher` is given, the student's own base model
-   served by `transformers serve` on 127.0.0.1 for the length of the run.
+   served by `transformers serve` on 127.0.0.1 for the length of the run. `--reference-teacher also`
+   adds GSM8K's reference solution as one more teacher (`mcts.reference_teacher`); `only` makes it
+   the sole teacher (no LLM teacher, no server, no key).
 4. One search per example (`SearchRunner`), on one event loop that lives as long as the run, because
    the teachers' HTTP clients are bound to the loop they were first used on.
 5. Greedy accuracy before (fresh runs) and after training, with Wilson 95% intervals; the `Trainer`
@@ -34,8 +36,9 @@ from typing import Any
 
 from alphazero_llm.config import Config, MCTSConfig, TeacherModelConfig, TeachersConfig
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
-from alphazero_llm.mcts import Evaluator, SearchResult, search
-from alphazero_llm.mcts.proposers import StudentAdapter, TeacherProposer
+from alphazero_llm.mcts import Evaluator, Proposers, SearchResult, search
+from alphazero_llm.mcts.proposers import Proposer, StudentAdapter, TeacherProposer
+from alphazero_llm.mcts.reference_teacher import CombinedTeachers, ReferenceTeacher
 from alphazero_llm.models.student import StudentModel, StudentSpec, resolve_model_path
 from alphazero_llm.models.teacher_client import MissingApiKeyError, is_loopback_url
 from alphazero_llm.models.teachers import TeacherEnsemble
@@ -51,8 +54,6 @@ logger = logging.getLogger(__name__)
 LOCAL_TEACHER_NAME = "local"
 # The loopback server needs no key; an unset variable makes the client use a placeholder.
 LOCAL_TEACHER_KEY_ENV = "ALPHAZERO_LOCAL_TEACHER_KEY"
-# A CPU server answers a few requests at a time at ~10-20 tokens/s; the API default would time out.
-LOCAL_TEACHER_TIMEOUT_S = 180.0
 EVAL_BEFORE_FILE = "eval_before.json"
 EVAL_FILE = "eval.json"
 # Per-example seeds of the student's sampling are spaced this far apart (an example makes far fewer calls).
@@ -67,6 +68,11 @@ class TeacherChoice:
     tier: str | None  # None: the tier's teachers are not used
     extra: tuple[TeacherModelConfig, ...]
     reason: str
+    reference: bool = False  # GSM8K's reference solution teaches too
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.local or self.tier is not None or bool(self.extra)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,19 @@ def choose_teachers(
     extra: Sequence[TeacherModelConfig],
     local: bool,
     env: Mapping[str, str],
+    reference: str = "off",
+) -> TeacherChoice:
+    """The teachers of a run. `reference` is --reference-teacher: "off", "also" or "only"."""
+    if reference == "only":
+        if local or extra:
+            raise ValueError("--reference-teacher only leaves no room for --local-teacher or --teacher")
+        return TeacherChoice(False, None, (), "--reference-teacher only: no LLM teacher", reference=True)
+    choice = _llm_teachers(config, tier, extra, local, env)
+    return dataclasses.replace(choice, reference=True) if reference == "also" else choice
+
+
+def _llm_teachers(
+    config: TeachersConfig, tier: str, extra: Sequence[TeacherModelConfig], local: bool, env: Mapping[str, str]
 ) -> TeacherChoice:
     if local:
         return TeacherChoice(True, None, (), "--local-teacher was given")
@@ -139,7 +158,9 @@ def run_settings(
         # `device` is resolved already; default_student_name would resolve it again (and need CUDA to say "cuda").
         student=args.student or (config.models.student.cpu_name if on_cpu else config.models.student.name),
         dataset_path=args.dataset_path,
-        teachers=choose_teachers(config.teachers, args.tier, args.teacher, args.local_teacher, env),
+        teachers=choose_teachers(
+            config.teachers, args.tier, args.teacher, args.local_teacher, env, args.reference_teacher
+        ),
         report_to=args.report_to,
         resume=args.resume,
     )
@@ -152,7 +173,8 @@ class SearchRunner:
         self,
         loop: asyncio.AbstractEventLoop,
         student: StudentModel,
-        ensemble: TeacherEnsemble,
+        teachers: Proposer,
+        ensemble: TeacherEnsemble | None,
         terminal: TerminalChecker,
         references: Mapping[str, str],
         config: Config,
@@ -161,7 +183,8 @@ class SearchRunner:
     ) -> None:
         self.loop = loop
         self.student = student
-        self.ensemble = ensemble
+        self.teachers = teachers
+        self.ensemble = ensemble  # the LLM teachers' accounting, when there are any
         self.terminal = terminal
         self.references = dict(references)
         self.config = config
@@ -170,6 +193,8 @@ class SearchRunner:
         self.last: dict[str, float] = {}
 
     def _totals(self) -> tuple[float, float]:
+        if self.ensemble is None:
+            return 0.0, 0.0
         metrics = self.ensemble.accounting.metrics()
         tokens = metrics.get("teachers/total/tokens_in", 0.0) + metrics.get("teachers/total/tokens_out", 0.0)
         return metrics.get("teachers/total/cost_usd", 0.0), tokens
@@ -188,8 +213,11 @@ class SearchRunner:
             system_prompt=self.config.training.environment.system_prompt,
         )
         puct = self.mcts.selection == "puct"
-        proposers = TeacherProposer(self.ensemble).proposers(
-            adapter if (self.mcts.num_student > 0 or puct) else None, puct=puct
+        proposers = Proposers(
+            teacher=self.teachers,
+            student=adapter if self.mcts.num_student > 0 else None,
+            prior=adapter if puct else None,
+            credit=getattr(self.teachers, "credit", None),
         )
         evaluator = Evaluator(self.terminal, adapter, adapter if self.mcts.rollout else None)
         cost, tokens = self._totals()
@@ -223,13 +251,46 @@ def teacher_configs(
     return (TeacherModelConfig(LOCAL_TEACHER_NAME, "local", server.model_name, server.base_url, LOCAL_TEACHER_KEY_ENV),)
 
 
-def terminal_checker(settings: RunSettings, config: Config, ensemble: TeacherEnsemble) -> TerminalChecker:
+def build_teachers(
+    settings: RunSettings,
+    config: Config,
+    stack: ExitStack,
+    loop: asyncio.AbstractEventLoop,
+    references: Mapping[str, str],
+) -> tuple[Proposer, TeacherEnsemble | None]:
+    """The search's teacher proposer, and the LLM ensemble behind it (None when only the reference teaches)."""
+    choice = settings.teachers
+    ensemble, llm = None, None
+    teachers: list[Proposer] = []
+    if choice.uses_llm:
+        client = config.teachers.client
+        if choice.local:
+            client = dataclasses.replace(client, timeout_s=client.local_timeout_s)
+        ensemble = TeacherEnsemble(
+            teacher_configs(settings, config, stack, settings.loop.checkpoint_dir),
+            client,
+            config.teachers.bandit,
+            tokens_per_expansion=settings.mcts.tokens_per_expansion,
+            rng=random.Random(settings.loop.seed),
+        )
+        stack.callback(lambda: loop.run_until_complete(ensemble.aclose()))
+        llm = TeacherProposer(ensemble)
+        teachers.append(llm)
+    if choice.reference:
+        logger.info("teachers: GSM8K's reference solutions (%s)", choice.reason)
+        teachers.append(ReferenceTeacher(references))
+    if len(teachers) == 1:
+        return teachers[0], ensemble
+    return CombinedTeachers(teachers, credit=llm.credit if llm else None), ensemble
+
+
+def terminal_checker(settings: RunSettings, config: Config, ensemble: TeacherEnsemble | None) -> TerminalChecker:
     checker = config.teachers.terminal_checker
     rules_only = dataclasses.replace(checker, use_llm=False)
     if not checker.use_llm:
         return TerminalChecker(rules_only)
-    if settings.teachers.local:
-        logger.info("terminal checks: rules only (the local teacher run asks no API model)")
+    if ensemble is None or settings.teachers.local:
+        logger.info("terminal checks: rules only (this run asks no API model)")
         return TerminalChecker(rules_only)
     try:
         return TerminalChecker(checker, ensemble.client)
@@ -244,13 +305,6 @@ def evaluate(student: StudentModel, rows: Sequence[Mapping[str, Any]], config: C
     )
     logger.info("greedy accuracy %s training on %d test questions: %s", when, len(rows), result)
     return result
-
-
-def _eval_record(result: EvalResult | None) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    return {"correct": result.correct, "total": result.total, "accuracy": result.accuracy, "low": result.low,
-            "high": result.high}  # fmt: skip
 
 
 def run(settings: RunSettings, config: Config) -> int:
@@ -275,27 +329,18 @@ def run(settings: RunSettings, config: Config) -> int:
     )  # fmt: skip
     student = StudentModel.load(StudentSpec(name=settings.student, device=settings.device), config.models)
     training = dataclasses.replace(config.training, mcts=settings.mcts)
+    references = {row["question"]: row["info"]["solution"] for row in train_rows}
     with ExitStack() as stack:
-        teachers = teacher_configs(settings, config, stack, out)
-        client = config.teachers.client
-        if settings.teachers.local:
-            client = dataclasses.replace(client, timeout_s=max(client.timeout_s, LOCAL_TEACHER_TIMEOUT_S))
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)
-        ensemble = TeacherEnsemble(
-            teachers,
-            client,
-            config.teachers.bandit,
-            tokens_per_expansion=settings.mcts.tokens_per_expansion,
-            rng=random.Random(seed),
-        )
-        stack.callback(lambda: loop.run_until_complete(ensemble.aclose()))
+        teachers, ensemble = build_teachers(settings, config, stack, loop, references)
         runner = SearchRunner(
             loop,
             student,
+            teachers,
             ensemble,
             terminal_checker(settings, config, ensemble),
-            {row["question"]: row["info"]["solution"] for row in train_rows},
+            references,
             config,
             settings.mcts,
             seed,
@@ -304,7 +349,7 @@ def run(settings: RunSettings, config: Config) -> int:
         metrics = MetricsLog(out / "metrics.jsonl", reporters=[reporter] if reporter else [])
         trainer = Trainer(
             student, runner, train_rows, training, settings.loop,
-            bandit=ensemble.bandit, metrics=metrics, extra_metrics=runner.extra_metrics,
+            bandit=ensemble.bandit if ensemble else None, metrics=metrics, extra_metrics=runner.extra_metrics,
         )  # fmt: skip
         if settings.resume:
             trainer.resume()
@@ -313,7 +358,7 @@ def run(settings: RunSettings, config: Config) -> int:
         trainer.run()
         after = evaluate(student, eval_rows, config, "after") if eval_rows else None
         (out / EVAL_FILE).write_text(
-            json.dumps({"before": _eval_record(before), "after": _eval_record(after)}, indent=2), encoding="utf-8"
+            json.dumps({"before": _record(before), "after": _record(after)}, indent=2), encoding="utf-8"
         )
         plots = write_plots(trainer.metrics.records, out / "plots")
         extra = {"eval before": before or "-", "eval after": after or "-"}
@@ -329,14 +374,17 @@ def _before(
     path = out / EVAL_BEFORE_FILE
     if trainer.step > 0:
         if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return EvalResult(data["correct"], data["total"], data["low"], data["high"])
+            return EvalResult.from_record(json.loads(path.read_text(encoding="utf-8")))
         return None
     if not rows:
         return None
     result = evaluate(student, rows, config, "before")
-    path.write_text(json.dumps(_eval_record(result), indent=2), encoding="utf-8")
+    path.write_text(json.dumps(result.to_record(), indent=2), encoding="utf-8")
     return result
+
+
+def _record(result: EvalResult | None) -> dict[str, Any] | None:
+    return None if result is None else result.to_record()
 
 
 def _run_config(settings: RunSettings) -> dict[str, Any]:
