@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from alphazero_llm.models.embedded import EmbeddedModelMissing, embedded_model_dir
 from alphazero_llm.server import LocalServer
+from alphazero_llm.testing.fake_vllm import fake_vllm_modules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV_VAR = "GSM8K_DATA_DIR"
@@ -89,3 +92,12 @@ def smollm_server(smollm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     log_file = tmp_path_factory.mktemp("server") / "server.log"
     with LocalServer(smollm_dir, log_file=log_file) as server:
         yield server
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """The fake `vllm` of `alphazero_llm.testing.fake_vllm` in `sys.modules` for one test; returns `vllm`."""
+    modules = fake_vllm_modules()
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return modules["vllm"]

@@ -32,7 +32,7 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]):
     for flag in (
         "--num-examples", "--checkpoint-dir", "--save-every", "--log-interval", "--use-grpo", "--use-legacy",
         "--config", "--resume", "--eval-size", "--seed", "--tier", "--student", "--device", "--report-to",
-        "--teacher", "--local-teacher", "--reference-teacher", "--dataset-path",
+        "--teacher", "--local-teacher", "--reference-teacher", "--dataset-path", "--engine",
     ):  # fmt: skip
         assert flag in text
 

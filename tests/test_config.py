@@ -123,6 +123,22 @@ def test_missing_key(config_copy: Path):
         load_config(config_copy)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"gpu_memory_utilization": 0}, r"vllm: gpu_memory_utilization must be in \(0, 1\]"),
+        ({"gpu_memory_utilization": 1.5}, r"vllm: gpu_memory_utilization must be in \(0, 1\]"),
+        ({"quantization": "awq"}, r"vllm\.quantization: expected one of \['bitsandbytes'\]"),
+        ({"enforce_eager": "yes"}, r"vllm\.enforce_eager: expected true or false"),
+    ],
+)
+def test_vllm_section_is_validated(config_copy: Path, change: dict, message: str):
+    assert load_config(config_copy).models.vllm.quantization is None  # the shipped default: the bf16 base
+    edit(config_copy, MODELS_FILE, lambda d: d["vllm"].update(change))
+    with pytest.raises(ConfigError, match=message):
+        load_config(config_copy)
+
+
 def test_literal_choice(config_copy: Path):
     edit(config_copy, TRAINING_FILE, lambda d: d["mcts"].update(selection="greedy"))
     with pytest.raises(ConfigError, match=r"mcts\.selection: expected one of \['ucb1', 'puct'\]"):

@@ -158,6 +158,7 @@ def test_loop_trains_logs_and_checkpoints(tmp_path: Path, smollm_dir: Path) -> N
     before = adapter_weights(trainer)
     records = trainer.run(progress=False)
     assert [r["step"] for r in records] == [1, 2, 3]
+    assert trainer.updates == 3  # one optimiser step per example (no accumulation): what the vLLM sync follows
     assert sorted(trainer.order) == [0, 1, 2]  # one epoch: each question once
     for record in records:
         assert record["group_size"] >= 2 and record["updated"]
@@ -191,7 +192,7 @@ def test_nan_loss_skips_the_update(tmp_path: Path, smollm_dir: Path, caplog: pyt
 
     trainer.student.token_logprobs = poisoned
     record = trainer.train_example()
-    assert record["skipped"] and not record["updated"]
+    assert record["skipped"] and not record["updated"] and trainer.updates == 0
     assert "non-finite loss" in caplog.text
     after = adapter_weights(trainer)
     assert all(torch.equal(before[n], after[n]) for n in before)

@@ -2,21 +2,20 @@
 
 vLLM's wheels are CUDA-only, so the engine's own logic (adapter ids, the LoRARequest it sends,
 how `generate`'s arguments map to SamplingParams, which prompt log-probs it keeps) is tested
-against a small hand-written fake `vllm` module put into `sys.modules`. The fake records what
-the engine asks for and answers in vLLM's output shapes; it checks this module's logic, not
-vLLM. The real engine is exercised on a GPU by bench/gpu_check.py.
+against the small hand-written fake `vllm` of `alphazero_llm.testing.fake_vllm`, put into
+`sys.modules` by conftest's `fake_vllm` fixture. The fake records what the engine asks for and
+answers in vLLM's output shapes; it checks this module's logic, not vLLM. The real engine is
+exercised on a GPU by bench/gpu_check.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import subprocess
 import sys
 import time
 import types
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,105 +27,14 @@ from alphazero_llm.config import ModelsConfig, load_config
 from alphazero_llm.mcts.proposers import StudentAdapter
 from alphazero_llm.models.prompts import proposal_messages
 from alphazero_llm.models.vllm_engine import VLLMEngine, VLLMSampledStudent, VLLMUnavailableError, vllm_lora_rank
-
-# --- the fake vllm -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class FakeSamplingParams:
-    """The SamplingParams fields the engine may set, with vLLM's defaults; any other keyword fails."""
-
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int | None = 16
-    stop: list[str] | None = None
-    seed: int | None = None
-    prompt_logprobs: int | None = None
-
-
-@dataclasses.dataclass
-class FakeLoRARequest:
-    lora_name: str
-    lora_int_id: int
-    lora_path: str
-
-
-@dataclasses.dataclass
-class FakeLogprob:
-    logprob: float
-
-
-@dataclasses.dataclass
-class FakeCompletion:
-    index: int
-    text: str
-
-
-@dataclasses.dataclass
-class FakeRequestOutput:
-    outputs: list[FakeCompletion]
-    prompt_logprobs: list[dict[int, FakeLogprob] | None] | None
-
-
-def fake_logprob(position: int, token: int) -> float:
-    """What the fake says log p(token at `position`) is: distinct for every (position, token)."""
-    return -(position + token / 1000)
-
-
-class FakeLLM:
-    """Records its constructor arguments and every generate call; answers in vLLM's shapes."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.calls: list[dict[str, Any]] = []
-
-    def generate(self, prompts, sampling_params, *, use_tqdm=True, lora_request=None):
-        self.calls.append({"prompts": prompts, "params": sampling_params, "lora_request": lora_request})
-        per_prompt = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
-        outputs = []
-        for number, (prompt, params) in enumerate(zip(prompts, per_prompt, strict=True)):
-            ids = prompt["prompt_token_ids"]
-            logprobs = None
-            if params.prompt_logprobs is not None:
-                top = {0: FakeLogprob(-0.001)}  # a top-1 entry beside the actual token
-                logprobs = [None] + [{**top, t: FakeLogprob(fake_logprob(p, t))} for p, t in enumerate(ids) if p > 0]
-            # Out of index order, as a streamed result could be.
-            completions = [FakeCompletion(j, f"prompt{number}-sample{j}") for j in reversed(range(params.n))]
-            outputs.append(FakeRequestOutput(completions, logprobs))
-        return outputs
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    vllm = types.ModuleType("vllm")
-    vllm.LLM = FakeLLM
-    vllm.SamplingParams = FakeSamplingParams
-    lora = types.ModuleType("vllm.lora")
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = FakeLoRARequest
-    vllm.lora = lora
-    lora.request = request
-    for name, module in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
-        monkeypatch.setitem(sys.modules, name, module)
-    return vllm
-
-
-class FakeTokenizer:
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
-        assert not add_special_tokens, "completions must be tokenized without special tokens"
-        return {"input_ids": [ord(ch) for ch in text]}
-
-
-class FakeEncoder:
-    """Stands in for StudentModel's templating: BOS 1, then one id per character of the messages."""
-
-    def __init__(self) -> None:
-        self.tokenizer = FakeTokenizer()
-
-    def prompt_ids(self, prompt: str | Sequence[dict[str, str]]) -> list[int]:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        return [1] + [ord(ch) for m in messages for ch in f"<{m['role']}>{m['content']}"]
+from alphazero_llm.testing.fake_vllm import (
+    FakeEncoder,
+    FakeLLM,
+    FakeLoRARequest,
+    FakeSamplingParams,
+    fake_logprob,
+    write_fake_adapter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +45,6 @@ def models_config() -> ModelsConfig:
 @pytest.fixture
 def engine(fake_vllm: types.ModuleType, models_config: ModelsConfig) -> VLLMEngine:
     return VLLMEngine("org/student", FakeEncoder(), models_config, seed=7)
-
-
-def saved_adapter(directory: Path) -> Path:
-    directory.mkdir(parents=True)
-    (directory / "adapter_config.json").write_text(json.dumps({"r": 32}))
-    (directory / "adapter_model.safetensors").write_bytes(b"")
-    return directory
 
 
 def last_call(engine: VLLMEngine) -> dict[str, Any]:
@@ -223,6 +124,21 @@ def test_options_and_extra_engine_arguments_are_passed_on(fake_vllm, models_conf
     assert kwargs["enable_prefix_caching"] is False
 
 
+def test_engine_defaults_come_from_the_vllm_section(fake_vllm, models_config: ModelsConfig):
+    vllm_cfg = dataclasses.replace(
+        models_config.vllm, gpu_memory_utilization=0.6, enforce_eager=True, quantization="bitsandbytes"
+    )
+    config = dataclasses.replace(models_config, vllm=vllm_cfg)
+    kwargs = VLLMEngine("org/student", FakeEncoder(), config).llm.kwargs
+    assert (kwargs["gpu_memory_utilization"], kwargs["enforce_eager"], kwargs["quantization"]) == (
+        0.6,
+        True,
+        "bitsandbytes",
+    )
+    explicit = VLLMEngine("org/student", FakeEncoder(), config, gpu_memory_utilization=0.2, enforce_eager=False)
+    assert (explicit.llm.kwargs["gpu_memory_utilization"], explicit.llm.kwargs["enforce_eager"]) == (0.2, False)
+
+
 def test_lora_rank_is_rounded_up_to_one_vllm_accepts(fake_vllm, models_config: ModelsConfig):
     config = dataclasses.replace(models_config, lora=dataclasses.replace(models_config.lora, r=20))
     assert VLLMEngine("org/student", FakeEncoder(), config).llm.kwargs["max_lora_rank"] == 32
@@ -235,7 +151,7 @@ def test_lora_rank_is_rounded_up_to_one_vllm_accepts(fake_vllm, models_config: M
 
 
 def test_each_set_adapter_takes_a_new_id_and_generate_sends_the_latest(engine: VLLMEngine, tmp_path: Path):
-    first, second = saved_adapter(tmp_path / "step-1"), saved_adapter(tmp_path / "step-2")
+    first, second = write_fake_adapter(tmp_path / "step-1"), write_fake_adapter(tmp_path / "step-2")
     engine.generate(["hi"])
     assert last_call(engine)["lora_request"] is None  # no adapter yet: the base model
     assert engine.adapter_id == 0
@@ -253,7 +169,7 @@ def test_each_set_adapter_takes_a_new_id_and_generate_sends_the_latest(engine: V
 
 
 def test_reference_disables_the_adapter_for_its_block_only(engine: VLLMEngine, tmp_path: Path):
-    engine.set_adapter(saved_adapter(tmp_path / "adapter"))
+    engine.set_adapter(write_fake_adapter(tmp_path / "adapter"))
     with engine.reference():
         engine.generate(["hi"])
         assert last_call(engine)["lora_request"] is None
@@ -264,7 +180,7 @@ def test_reference_disables_the_adapter_for_its_block_only(engine: VLLMEngine, t
     assert last_call(engine)["lora_request"] is None
 
 
-def test_set_adapter_refuses_a_directory_without_a_saved_adapter(engine: VLLMEngine, tmp_path: Path):
+def test_set_adapter_refuses_a_directory_without_a_write_fake_adapter(engine: VLLMEngine, tmp_path: Path):
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"adapter_model\.safetensors"):
         engine.set_adapter(tmp_path)
@@ -407,7 +323,7 @@ def student_adapter(model: VLLMSampledStudent) -> StudentAdapter:
 
 
 def test_the_search_student_samples_with_vllm_and_scores_with_the_student(engine: VLLMEngine, tmp_path: Path):
-    engine.set_adapter(saved_adapter(tmp_path / "adapter"))
+    engine.set_adapter(write_fake_adapter(tmp_path / "adapter"))
     student = FakeStudent()
     adapter = student_adapter(VLLMSampledStudent(student, engine))
 

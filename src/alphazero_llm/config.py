@@ -84,10 +84,23 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class VLLMConfig:
+    """The optional vLLM engine that samples the search's student steps on a GPU (models/vllm_engine.py)."""
+
+    gpu_memory_utilization: float  # vLLM's share of the GPU; the rest holds the 4-bit student and its training step
+    enforce_eager: bool  # no CUDA graphs: starts faster, decodes slower
+    quantization: Literal["bitsandbytes"] | None  # None: bf16 base weights (bnb_4bit_compute_dtype)
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization must be in (0, 1]")
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     student: StudentConfig
     lora: LoraConfig
     generation: GenerationConfig
+    vllm: VLLMConfig
 
 
 # --- teacher_models.yaml -----------------------------------------------------

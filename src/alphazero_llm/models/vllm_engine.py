@@ -95,19 +95,20 @@ class VLLMEngine:
         encoder: PromptEncoder,
         config: ModelsConfig,
         *,
-        gpu_memory_utilization: float = 0.35,
+        gpu_memory_utilization: float | None = None,
         seed: int = 0,
         dtype: str | None = None,
         quantization: str | None = None,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         adapter_name: str = "student",
         llm_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         """Start vLLM on `model` (the student's name: hub id, directory, .gguf or `embedded`).
 
         `gpu_memory_utilization` is the share of the GPU vLLM may take for weights, activations
-        and KV cache; the default leaves room for the 4-bit student and its training step.
-        `dtype` defaults to models.yaml's 4-bit compute dtype. `llm_kwargs` go to `vllm.LLM` last.
+        and KV cache. It, `enforce_eager` and `quantization` default to models.yaml's `vllm`
+        section (so `quantization=None` means "as configured"); `dtype` defaults to its 4-bit
+        compute dtype. `llm_kwargs` go to `vllm.LLM` last.
         """
         vllm = import_vllm()
         from vllm.lora.request import LoRARequest
@@ -120,18 +121,22 @@ class VLLMEngine:
         self._adapter: Any | None = None  # the current LoRARequest
         self._adapter_enabled = True
         self._lock = threading.Lock()  # vllm.LLM serves one call at a time (module docstring)
+        defaults = config.vllm
         kwargs: dict[str, Any] = {
             "model": resolve_model_path(model),
             "dtype": config.student.bnb_4bit_compute_dtype if dtype is None else dtype,
-            "gpu_memory_utilization": gpu_memory_utilization,
+            "gpu_memory_utilization": (
+                defaults.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization
+            ),
             "max_model_len": config.student.max_seq_len,
             "seed": seed,
             "enable_lora": True,
             "max_lora_rank": vllm_lora_rank(config.lora.r),
             "max_loras": 1,  # one adapter at a time: an old id is evicted when a new one loads
             "trust_remote_code": config.student.trust_remote_code,
-            "enforce_eager": enforce_eager,
+            "enforce_eager": defaults.enforce_eager if enforce_eager is None else enforce_eager,
         }
+        quantization = defaults.quantization if quantization is None else quantization
         if quantization is not None:
             kwargs["quantization"] = quantization
         kwargs.update(llm_kwargs or {})

@@ -14,6 +14,7 @@ from pathlib import Path
 from alphazero_llm.config import Config, ConfigError, TeacherModelConfig, load_config
 from alphazero_llm.models.student import resolve_device
 from alphazero_llm.models.teacher_client import parse_teacher_spec
+from alphazero_llm.training.engine import ENGINES
 from alphazero_llm.training.run import run, run_settings
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,14 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "(default: $GSM8K_PATH, else the hub)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--engine",
+        choices=list(ENGINES),
+        default="auto",
+        help="who samples the search's student steps and rollouts: vLLM (with the student's latest LoRA) or "
+        "the transformers student; auto: vllm on CUDA when vLLM is installed (pip install -e '.[vllm]'), else "
+        "transformers. Log-probs always come from the transformers student",
+    )
     parser.add_argument("--report-to", choices=["none", "wandb", "tensorboard"], default=run_cfg.report_to)
     return parser  # fmt: skip
 

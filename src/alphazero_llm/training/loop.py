@@ -211,6 +211,7 @@ class Trainer:
         self.reference = ReferencePolicy(student, config.grpo.update_ref_every)
         self.metrics = metrics or MetricsLog(Path(settings.checkpoint_dir) / "metrics.jsonl")
         self.step = 0
+        self.updates = 0  # optimiser steps taken by this process (a resumed run counts from 0 again)
         self.order: list[int] = []  # question indices of this process's examples, for tests and logs
         self.eos = getattr(student.tokenizer, "eos_token_id", None)
 
@@ -345,6 +346,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.updates += 1
         return {"grad_norm": norm, "updated": True}
 
     # --- the run ---------------------------------------------------------------------------------

@@ -11,7 +11,14 @@ network), so that the flag -> setting mapping is testable; `run` does the work:
    adds GSM8K's reference solution as one more teacher (`mcts.reference_teacher`); `only` makes it
    the sole teacher (no LLM teacher, no server, no key).
 4. One search per example (`SearchRunner`), on one event loop that lives as long as the run, because
-   the teachers' HTTP clients are bound to the loop they were first used on.
+   the teachers' HTTP clients are bound to the loop they were first used on. `--engine` says who
+   samples the search's student steps and rollouts (`training.engine`): the transformers student, or
+   (auto on CUDA when vLLM is installed) one `VLLMEngine` on the student's base model, started beside
+   the student with models.yaml's `vllm` settings. With vLLM, PRE and the PUCT priors are still the
+   transformers student's log-probs (the trained policy), and vLLM serves the student's current LoRA:
+   before each search, when the Trainer's update count changed since the last sync (and before the
+   first search, which covers `--resume`), the adapter is saved to `<checkpoint-dir>/vllm_adapter/`
+   and loaded into vLLM under a new adapter id.
 5. Greedy accuracy before (fresh runs) and after training, with Wilson 95% intervals; the `Trainer`
    in between; PNG plots and a summary table at the end.
 
@@ -43,8 +50,17 @@ from alphazero_llm.models.student import StudentModel, StudentSpec, resolve_mode
 from alphazero_llm.models.teacher_client import MissingApiKeyError, is_loopback_url
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker
+from alphazero_llm.models.vllm_engine import VLLMSampledStudent
 from alphazero_llm.server import LocalServer
 from alphazero_llm.training.checkpoint import find_latest
+from alphazero_llm.training.engine import (
+    VLLM_ADAPTER_DIR,
+    EngineChoice,
+    VLLMAdapterSync,
+    choose_engine,
+    start_engine,
+    vllm_installed,
+)
 from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy
 from alphazero_llm.training.loop import LoopSettings, Trainer
 from alphazero_llm.training.metrics import MetricsLog, make_reporter, summary_table, write_plots
@@ -86,6 +102,7 @@ class RunSettings:
     teachers: TeacherChoice
     report_to: str
     resume: bool
+    engine: EngineChoice
 
 
 def choose_teachers(
@@ -126,10 +143,18 @@ def _llm_teachers(
 
 
 def run_settings(
-    args: argparse.Namespace, config: Config, device: str, env: Mapping[str, str] | None = None
+    args: argparse.Namespace,
+    config: Config,
+    device: str,
+    env: Mapping[str, str] | None = None,
+    has_vllm: bool | None = None,
 ) -> RunSettings:
-    """The run's settings from the parsed flags: explicit flags, else the CPU defaults on CPU, else the config."""
+    """The run's settings from the parsed flags: explicit flags, else the CPU defaults on CPU, else the config.
+
+    `has_vllm` (whether vLLM is installed) is looked up when None; tests pass it.
+    """
     env = os.environ if env is None else env
+    has_vllm = vllm_installed() if has_vllm is None else has_vllm
     training = config.training
     on_cpu = device == "cpu"
     cpu = training.cpu
@@ -163,11 +188,16 @@ def run_settings(
         ),
         report_to=args.report_to,
         resume=args.resume,
+        engine=choose_engine(args.engine, device, has_vllm),
     )
 
 
 class SearchRunner:
-    """The Trainer's `search_fn`: one MCTS per example, with a fresh student adapter seeded by the step."""
+    """The Trainer's `search_fn`: one MCTS per example, with a fresh student adapter seeded by the step.
+
+    With `sync` (the vLLM engine), the student's steps and rollouts are sampled by vLLM, whose adapter
+    `sync` brings up to date before each search; log-probs stay the transformers student's.
+    """
 
     def __init__(
         self,
@@ -180,6 +210,7 @@ class SearchRunner:
         config: Config,
         mcts: MCTSConfig,
         seed: int,
+        sync: VLLMAdapterSync | None = None,
     ) -> None:
         self.loop = loop
         self.student = student
@@ -190,6 +221,7 @@ class SearchRunner:
         self.config = config
         self.mcts = mcts
         self.seed = seed
+        self.sync = sync
         self.last: dict[str, float] = {}
 
     def _totals(self) -> tuple[float, float]:
@@ -201,10 +233,14 @@ class SearchRunner:
 
     def __call__(self, question: str, gold: str, rng: random.Random, step: int) -> SearchResult:
         generation = self.config.models.generation
+        sampler: Any = self.student
+        if self.sync is not None:
+            self.sync.sync()
+            sampler = VLLMSampledStudent(self.student, self.sync.engine)
         # A new adapter per example: its log-prob caches describe the policy of the moment, which every
         # update changes; its seed depends on the step only, so a resumed run samples what a straight one does.
         adapter = StudentAdapter(
-            self.student,
+            sampler,
             max_new_tokens=self.mcts.tokens_per_expansion,
             temperature=generation.temperature,
             top_p=generation.top_p,
@@ -328,6 +364,8 @@ def run(settings: RunSettings, config: Config) -> int:
         settings.mcts.tokens_per_expansion, settings.mcts.max_depth,
     )  # fmt: skip
     student = StudentModel.load(StudentSpec(name=settings.student, device=settings.device), config.models)
+    engine = start_engine(settings.engine, settings.student, student, config.models, seed)
+    sync = VLLMAdapterSync(student, engine, out / VLLM_ADAPTER_DIR) if engine is not None else None
     training = dataclasses.replace(config.training, mcts=settings.mcts)
     references = {row["question"]: row["info"]["solution"] for row in train_rows}
     with ExitStack() as stack:
@@ -344,6 +382,7 @@ def run(settings: RunSettings, config: Config) -> int:
             config,
             settings.mcts,
             seed,
+            sync,
         )
         reporter = make_reporter(settings.report_to, out, _run_config(settings))
         metrics = MetricsLog(out / "metrics.jsonl", reporters=[reporter] if reporter else [])
@@ -351,6 +390,8 @@ def run(settings: RunSettings, config: Config) -> int:
             student, runner, train_rows, training, settings.loop,
             bandit=ensemble.bandit if ensemble else None, metrics=metrics, extra_metrics=runner.extra_metrics,
         )  # fmt: skip
+        if sync is not None:
+            sync.version = lambda: trainer.updates  # the policy changes with each optimiser step
         if settings.resume:
             trainer.resume()
         stack.callback(lambda: trainer.metrics.close())
