@@ -1,0 +1,546 @@
+"""One GRPO update: the project's `Trainer.update` against TRL's `GRPOTrainer`, same model, same batch, same run.
+
+    python bench/bench_update.py [--group 8] [--repeats 5] [--dtype bfloat16] [--max-completion-tokens 256]
+                                 [--question 2] [--threads 1] [--lora-dropout P] [--seed 0]
+
+Workload: the embedded student (SmolLM2-135M-Instruct, LoRA r=32 from models.yaml, on CPU) and one
+GSM8K test question (`--question`, default 2, whose gold solution is 213 tokens) with `--group`
+completions: the gold solution and variants of it (reasoning lines shuffled, dropped or repeated),
+each ending with EOS and cut to `--max-completion-tokens`; fixed rewards (gold 1.0, the others
+seeded). Both sides start from the same adapter weights (seeded, with a non-zero B so that the
+policy differs from the reference and the KL term is not trivially 0) and use training.yaml's
+GRPO and optimiser settings (beta, clip epsilon, learning rate, weight decay, max grad norm,
+micro-batch size) and models.yaml's LoRA dropout (`--lora-dropout` overrides it in both).
+
+What one step is, per variant (each runs in its own subprocess):
+
+- ours: `Trainer.update(batch)`: old and reference log-probs without grad (`StudentModel.token_logprobs`,
+  the reference via `StudentModel.reference()`, i.e. the adapter disabled), then `grpo_loss` per
+  micro-batch, backward, clip, AdamW step.
+- trl: a real `trl.GRPOTrainer` built on the same base model with the same `peft.LoraConfig`
+  (TRL wraps it; its reference is then the adapter disabled too, `ref_model is None`), `loss_type="grpo"`,
+  the same beta / epsilon / optimiser (`adamw_torch`), no gradient checkpointing, no bf16 autocast,
+  `per_device_train_batch_size` = micro-batch, `gradient_accumulation_steps` = group / micro-batch.
+  Its `rollout_func` hands TRL our prompt and completion token ids, and a reward function returns
+  the fixed rewards; `trainer.train()` then runs TRL's own code for everything else (advantages,
+  reference log-probs under `use_adapter(model, None)`, `_compute_loss` per micro-batch, backward,
+  clip, optimiser step). The time of one step is from `on_step_begin` to `on_step_end` of a
+  callback, which brackets exactly that. TRL on-policy (num_iterations=1) does NOT compute old
+  log-probs: it uses the detached policy log-probs, so it runs one no-grad forward fewer than ours.
+- trl+old: the same with `num_iterations=2`, the setting in which TRL does compute old log-probs
+  (one more no-grad forward, as ours); only the steps that score the rollouts are timed, so the
+  work matches ours.
+
+Time: median over `--repeats` steps after one warm-up, wall clock and process CPU time (with one
+torch thread, CPU time is the figure a busy machine disturbs least). Memory: RSS before the first
+step, the high-water RSS over the steps (the kernel's high-water mark is reset just before the
+first step through /proc/self/clear_refs, so loading does not count; `ru_maxrss` is read after),
+the step's growth (peak minus pre-step) and the process peak including loading. A fourth
+subprocess measures the reference's weight memory: unique tensor storage bytes of the student's
+parameters and buffers before, inside and after our reference (`ReferencePolicy` /
+`student.reference()`), versus `copy.deepcopy(model)`, the seed's original reference, and the
+optional snapshot adapter (`update_ref_every > 0`).
+
+Caveats: on CPU, TRL's fused LM head scores every position (the prompt's too) with its torch
+fallback, because its compact Triton path is for CUDA/XPU only; on a GPU TRL scores only the
+completion, so these ratios are CPU ratios. Ours runs the prompt once per micro-batch (shared KV
+cache) and the LM head only on completion tokens. The first-step loss and grad norm are a check
+that both sides compute the same update; with LoRA dropout on they differ by the dropout masks
+(and ours takes old log-probs in eval mode, without dropout, so its ratio is not exactly 1 on-policy,
+whereas TRL's is). With `--lora-dropout 0 --repeats 1 --max-completion-tokens 64` the three grad
+norms agree to 4 digits (0.2244 each) and the losses are 2.7e-4 (ours) vs 2.2e-4 (TRL): bf16
+rounding of the KL term. TRL's advantages use eps 1e-4 where ours use 1e-6 (max difference 5.6e-4).
+
+Results (2026-11-26, this machine: 2 CPU cores, another training job running beside it; defaults:
+prompt 98 tokens, G=8 completions of 1688 tokens in all, longest 256, bf16, 1 thread):
+
+    variant      wall s      cpu s   pre-step  step peak     step +  proc peak  loss(1st) gnorm(1st)
+    ours          38.06      28.65      907.0     4529.9     3622.9     4529.9    0.00207     0.1235
+    trl           39.00      38.36      840.8     6442.8     5602.1     6442.8    0.00031     0.1309
+    trl+old       46.11      45.68      841.3     6036.0     5194.6     6036.0    0.00124     0.1481
+    ours / trl: time 0.98x, cpu time 0.75x, step peak 0.70x, step growth 0.65x
+    ours / trl+old: time 0.83x, cpu time 0.63x, step peak 0.75x, step growth 0.70x
+    (memory in MiB of RSS; ours' wall time was stretched by the other job: 38.1 s wall for 28.7 s CPU)
+
+    checks: same adapter weights, same parameter bytes (293.8 MiB), 1 torch thread each;
+    TRL: ref_model is None, no 'ref' adapter added; old log-probs computed: trl no, trl+old yes.
+
+    reference weight memory (unique storage bytes of the student's parameters and buffers):
+    student (bf16 base + fp32 LoRA)                293.8 MiB
+    ours, inside student.reference()               293.8 MiB  (+0.0 MiB, 0 bytes)
+    ours, after ReferencePolicy                    293.8 MiB  (+0.0 MiB, 0 bytes)
+    seed's reference: copy.deepcopy(model)         587.7 MiB  (+293.8 MiB, 308106112 bytes), RSS +305.1
+    ours, snapshot adapter (update_ref_every>0)    331.1 MiB  (+37.3 MiB, 39075840 bytes)
+
+Shorter completions (16 or 64 tokens, `--repeats 1`, where the prompt weighs more) gave ours 0.32-0.55x
+TRL's time (wall and CPU, three short runs). At the default 256, ours uses 0.75x TRL's on-policy CPU time although it
+runs one no-grad forward more than TRL (the old log-probs, about 6 s of its 29 s CPU when timed on
+their own): on-policy, that forward could be replaced by the detached policy log-probs, as TRL does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alphazero_llm.config import Config, load_config
+from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.models.student import StudentModel, StudentSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "gsm8k"
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "gsm8k_mini"
+VARIANTS = ("memory", "ours", "trl", "trl+old")
+ADAPTER_SEED = 1234
+ADAPTER_B_STD = 0.01  # LoRA B ~ N(0, 0.01^2): the policy is a little away from the reference
+MIB = 1024 * 1024
+HEADER = ("variant", "wall s", "cpu s", "pre-step", "step peak", "step +", "proc peak", "loss(1st)", "gnorm(1st)")
+
+
+# --- pure helpers ----------------------------------------------------------------------------------
+
+
+def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind `tensors`: tied or shared weights count once."""
+    seen: dict[tuple[str, int], int] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+    return sum(seen.values())
+
+
+def model_tensors(*models: torch.nn.Module) -> list[torch.Tensor]:
+    return [t for m in models for t in (*m.parameters(), *m.buffers())]
+
+
+def fixed_rewards(group: int, seed: int) -> list[float]:
+    """The gold solution 1.0, the others seeded in [0, 1): a group with something to prefer."""
+    rng = random.Random(seed)
+    return [1.0] + [round(rng.random(), 2) for _ in range(group - 1)]
+
+
+def variant_texts(solution: str, group: int, seed: int) -> list[str]:
+    """The gold solution and `group - 1` variants: reasoning lines shuffled, one dropped, or repeated."""
+    rng = random.Random(seed)
+    *steps, final = solution.strip().split("\n")
+    texts = [solution.strip()]
+    for k in range(group - 1):
+        lines = list(steps)
+        rng.shuffle(lines)
+        if k % 3 == 1 and len(lines) > 1:
+            lines = lines[1:]
+        elif k % 3 == 2:
+            lines = lines + lines  # a verbose trajectory that checks its steps again
+        texts.append("\n".join([*lines, final]))
+    return texts
+
+
+# --- process memory (Linux) ------------------------------------------------------------------------
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's high-water RSS mark (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+# --- the batch -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    messages: list[dict[str, str]]
+    prompt_ids: list[int]
+    completion_ids: list[list[int]]
+    rewards: list[float]
+
+
+def build_workload(student: StudentModel, config: Config, args: argparse.Namespace) -> Workload:
+    data = SHARED_DATA if (SHARED_DATA / "test.jsonl").is_file() else FIXTURE_DATA
+    row = load_gsm8k("test", Gsm8kSource(path=str(data)), num_examples=args.question + 1)[args.question]
+    messages = [
+        {"role": "system", "content": config.training.environment.system_prompt},
+        {"role": "user", "content": row["question"]},
+    ]
+    eos = student.tokenizer.eos_token_id
+    completions = []
+    for text in variant_texts(row["info"]["solution"], args.group, args.seed):
+        ids = [*student.tokenizer(text, add_special_tokens=False)["input_ids"], eos]
+        completions.append(ids[: args.max_completion_tokens])
+    return Workload(messages, student.prompt_ids(messages), completions, fixed_rewards(args.group, args.seed))
+
+
+def seed_adapter(model: torch.nn.Module) -> float:
+    """Set every LoRA weight of the "default" adapter from a fixed generator; returns a fingerprint (their sum)."""
+    gen = torch.Generator().manual_seed(ADAPTER_SEED)
+    total = 0.0
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if ".lora_A.default." in name:
+                bound = param.shape[1] ** -0.5
+                values = (torch.rand(param.shape, generator=gen) * 2 - 1) * bound
+            elif ".lora_B.default." in name:
+                values = torch.randn(param.shape, generator=gen) * ADAPTER_B_STD
+            else:
+                continue
+            param.copy_(values)
+            total += float(param.double().sum())
+    return total
+
+
+def load_student(args: argparse.Namespace, config: Config, lora: bool) -> StudentModel:
+    spec = StudentSpec(name="embedded", device="cpu", dtype=args.dtype, lora=lora)
+    return StudentModel.load(spec, config.models)
+
+
+# --- variants (each in its own process) ------------------------------------------------------------
+
+
+@dataclass
+class StepReport:
+    variant: str
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # process CPU time: robust to a busy machine
+    pre_step_rss: int = 0
+    step_peak_rss: int = 0
+    load_peak_rss: int = 0
+    peak_reset: bool = False
+    first_loss: float | None = None
+    first_grad_norm: float | None = None
+    adapter_fingerprint: float = 0.0
+    model_bytes: int = 0
+    advantages: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_ours(args: argparse.Namespace, config: Config) -> StepReport:
+    from alphazero_llm.training.grpo import group_advantages
+    from alphazero_llm.training.loop import Batch, LoopSettings, Trainer
+
+    torch.manual_seed(args.seed)
+    student = load_student(args, config, lora=True)
+    report = StepReport("ours", adapter_fingerprint=seed_adapter(student.model))
+    report.model_bytes = unique_storage_bytes(model_tensors(student.model))
+    work = build_workload(student, config, args)
+    rewards = torch.tensor(work.rewards)
+    batch = Batch(work.prompt_ids, work.completion_ids, rewards)
+    report.advantages = group_advantages(rewards, config.training.grpo.advantage_clip).tolist()
+    lengths = [len(ids) for ids in work.completion_ids]
+    report.extra.update(prompt_tokens=len(work.prompt_ids), completion_tokens=sum(lengths), longest=max(lengths))
+
+    def never(*_: Any) -> Any:
+        raise AssertionError("the benchmark calls Trainer.update only")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = LoopSettings(
+            num_examples=args.repeats + 1, checkpoint_dir=Path(tmp), save_every=1, log_interval=1, loss="grpo",
+            seed=args.seed, system_prompt=work.messages[0]["content"],
+            max_completion_tokens=args.max_completion_tokens,
+        )  # fmt: skip
+        trainer = Trainer(student, never, [{"question": "", "answer": ""}], config.training, settings)
+        report.load_peak_rss = peak_rss()
+        report.pre_step_rss = current_rss()
+        report.peak_reset = reset_peak_rss()
+        report.extra["threads"] = torch.get_num_threads()
+        for step in range(args.repeats + 1):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            out = trainer.update(batch)
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            if not out["updated"]:
+                raise RuntimeError(f"the update did not step the optimiser: {out}")
+            if step == 0:
+                report.first_loss, report.first_grad_norm = out["loss"], out["grad_norm"]
+            else:
+                report.seconds.append(elapsed)
+                report.cpu_seconds.append(cpu)
+            trainer.step += 1
+        report.step_peak_rss = peak_rss()
+    return report
+
+
+def trl_config(args: argparse.Namespace, config: Config, output_dir: Path, steps: int, iterations: int) -> Any:
+    """TRL's GRPOConfig with our GRPO and optimiser settings, on CPU, without what ours does not do."""
+    from trl import GRPOConfig
+
+    grpo, opt = config.training.grpo, config.training.optimizer
+    micro = opt.micro_batch_size
+    if args.group % micro:
+        raise ValueError(f"--group ({args.group}) must be a multiple of the micro-batch size ({micro})")
+    return GRPOConfig(
+        output_dir=str(output_dir), report_to="none", use_cpu=True, bf16=False, fp16=False,
+        gradient_checkpointing=False, seed=args.seed, max_steps=steps, logging_steps=1, save_strategy="no",
+        disable_dropout=False, per_device_train_batch_size=micro, gradient_accumulation_steps=args.group // micro,
+        num_generations=args.group, num_iterations=iterations, max_completion_length=args.max_completion_tokens,
+        beta=grpo.beta, epsilon=grpo.clip_epsilon, loss_type="grpo", optim="adamw_torch",
+        learning_rate=opt.learning_rate, weight_decay=opt.weight_decay, max_grad_norm=opt.max_grad_norm,
+        warmup_steps=opt.warmup_steps, dataloader_num_workers=0,
+    )  # fmt: skip
+
+
+def peft_lora(config: Config) -> Any:
+    """The peft.LoraConfig that `StudentModel.load` builds from models.yaml, for TRL to apply."""
+    from peft import LoraConfig
+
+    lora = config.models.lora
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+        target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+    )  # fmt: skip
+
+
+def run_trl(args: argparse.Namespace, config: Config, old_logprobs: bool) -> StepReport:
+    import datasets
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
+
+    torch.manual_seed(args.seed)
+    student = load_student(args, config, lora=False)
+    work = build_workload(student, config, args)
+    report = StepReport("trl+old" if old_logprobs else "trl")
+    iterations = 2 if old_logprobs else 1
+    steps = (args.repeats + 1) * iterations
+
+    def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        if len(prompts) != args.group:
+            raise RuntimeError(f"TRL asked for {len(prompts)} rollouts, expected one group of {args.group}")
+        return {"prompt_ids": [work.prompt_ids] * args.group, "completion_ids": work.completion_ids, "logprobs": None}
+
+    def fixed_reward(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **_: Any):
+        if [list(ids) for ids in completion_ids] != work.completion_ids:
+            raise RuntimeError("TRL scored other completions than the rollout returned, or in another order")
+        return list(work.rewards)
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = self.cpu_start = 0.0
+            self.scored = False  # did this step score rollouts (old/ref log-probs, advantages)?
+
+        def on_step_begin(self, *_: Any, **__: Any) -> None:
+            if not report.pre_step_rss:
+                report.load_peak_rss = peak_rss()
+                report.pre_step_rss = current_rss()
+                report.peak_reset = reset_peak_rss()
+                report.extra["threads"] = torch.get_num_threads()
+            self.scored = False
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            elapsed, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
+            if self.scored:
+                timings.append((elapsed, cpu))
+
+    timer, timings = StepTimer(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        grpo_args = trl_config(args, config, Path(tmp), steps, iterations)
+        dataset = datasets.Dataset.from_dict({"prompt": [work.messages] * steps})
+        trainer = GRPOTrainer(
+            model=student.model, reward_funcs=fixed_reward, args=grpo_args, train_dataset=dataset,
+            processing_class=student.tokenizer, peft_config=peft_lora(config), rollout_func=rollout, callbacks=[timer],
+        )  # fmt: skip
+        report.adapter_fingerprint = seed_adapter(trainer.model)
+        report.model_bytes = unique_storage_bytes(model_tensors(trainer.model))
+        report.extra["ref_model_is_none"] = trainer.ref_model is None
+        report.extra["ref_adapter"] = "ref" in getattr(trainer.model, "peft_config", {})
+        score = trainer._generate_and_score_completions  # TRL's own; wrapped only to note that it ran
+
+        def scored(inputs: Any) -> Any:
+            out = score(inputs)
+            timer.scored = True
+            if not report.advantages:
+                report.advantages = out["advantages"].tolist()
+                report.extra["old_logprobs_computed"] = out.get("old_per_token_logps") is not None
+            return out
+
+        trainer._generate_and_score_completions = scored
+        trainer.train()
+        report.step_peak_rss = peak_rss()
+        logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+        report.first_loss, report.first_grad_norm = logs[0]["loss"], logs[0].get("grad_norm")
+    if len(timings) != args.repeats + 1:
+        raise RuntimeError(f"expected {args.repeats + 1} scoring steps, timed {len(timings)}")
+    report.seconds = [wall for wall, _ in timings[1:]]  # the first is the warm-up
+    report.cpu_seconds = [cpu for _, cpu in timings[1:]]
+    return report
+
+
+def run_memory(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    from alphazero_llm.training.loop import ReferencePolicy
+
+    student = load_student(args, config, lora=True)
+    model = student.model
+    out: dict[str, Any] = {"student": unique_storage_bytes(model_tensors(model))}
+    reference = ReferencePolicy(student, update_every=0)
+    with reference.active():
+        out["inside_reference"] = unique_storage_bytes(model_tensors(model))
+    out["after_reference"] = unique_storage_bytes(model_tensors(model))
+    rss = current_rss()
+    duplicate = copy.deepcopy(model)
+    out["deepcopy_rss_added"] = current_rss() - rss
+    out["with_deepcopy"] = unique_storage_bytes(model_tensors(model, duplicate))
+    del duplicate
+    ReferencePolicy(student, update_every=1).snapshot()
+    out["with_snapshot_adapter"] = unique_storage_bytes(model_tensors(model))
+    return out
+
+
+# --- driver ----------------------------------------------------------------------------------------
+
+
+def run_variant(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    config = load_config()
+    if args.lora_dropout is not None:
+        lora = dataclasses.replace(config.models.lora, dropout=args.lora_dropout)
+        config = dataclasses.replace(config, models=dataclasses.replace(config.models, lora=lora))
+    if args.variant == "memory":
+        result: dict[str, Any] = run_memory(args, config)
+    elif args.variant == "ours":
+        result = asdict(run_ours(args, config))
+    else:
+        result = asdict(run_trl(args, config, old_logprobs=args.variant == "trl+old"))
+    Path(args.out).write_text(json.dumps(result))
+
+
+def spawn(variant: str, argv: Sequence[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, *argv, "--variant", variant, "--out", str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"variant {variant} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
+def mib(n: float) -> str:
+    return f"{n / MIB:.1f}"
+
+
+def median(r: dict[str, Any], key: str = "seconds") -> float:
+    return statistics.median(r[key])
+
+
+def growth(r: dict[str, Any]) -> int:
+    return r["step_peak_rss"] - r["pre_step_rss"]
+
+
+def row(cells: Sequence[str]) -> str:
+    return f"{cells[0]:8s}" + "".join(f"{c:>11s}" for c in cells[1:])
+
+
+def step_table(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> list[str]:
+    shape = runs["ours"]["extra"]
+    lines = [
+        f"One GRPO update: embedded SmolLM2-135M {args.dtype} + LoRA r=32 on CPU ({args.threads} thread), "
+        f"GSM8K test question {args.question}, prompt {shape['prompt_tokens']} tokens, G={args.group} completions "
+        f"of {shape['completion_tokens']} tokens in all (longest {shape['longest']}); "
+        f"median of {args.repeats} steps after 1 warm-up; memory in MiB of RSS.",
+        row(HEADER),
+    ]
+    for name, r in runs.items():
+        process_peak = max(r["load_peak_rss"], r["step_peak_rss"])
+        cells = [
+            name, f"{median(r):.2f}", f"{median(r, 'cpu_seconds'):.2f}", mib(r["pre_step_rss"]),
+            mib(r["step_peak_rss"]), mib(growth(r)), mib(process_peak), f"{r['first_loss']:.5f}",
+            f"{r['first_grad_norm']:.4f}",
+        ]  # fmt: skip
+        lines.append(row(cells))
+    ours = runs["ours"]
+    for name in ("trl", "trl+old"):
+        r = runs[name]
+        lines.append(
+            f"ours / {name}: time {median(ours) / median(r):.2f}x, "
+            f"cpu time {median(ours, 'cpu_seconds') / median(r, 'cpu_seconds'):.2f}x, "
+            f"step peak {ours['step_peak_rss'] / r['step_peak_rss']:.2f}x, "
+            f"step growth {growth(ours) / max(1, growth(r)):.2f}x"
+        )
+    return lines
+
+
+def check_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
+    ours = runs["ours"]
+    fingerprints = {name: round(r["adapter_fingerprint"], 6) for name, r in runs.items()}
+    lines = [
+        "checks:",
+        f"  same adapter weights: {len(set(fingerprints.values())) == 1} (fingerprints {fingerprints})",
+        f"  same parameter bytes: {len({r['model_bytes'] for r in runs.values()}) == 1} "
+        f"({mib(ours['model_bytes'])} MiB); torch threads {[r['extra']['threads'] for r in runs.values()]}; "
+        f"high-water mark reset: {all(r['peak_reset'] for r in runs.values())}",
+    ]
+    for name in ("trl", "trl+old"):
+        extra = runs[name]["extra"]
+        diff = max(abs(a - b) for a, b in zip(ours["advantages"], runs[name]["advantages"], strict=True))
+        lines.append(
+            f"  {name}: ref_model is None: {extra['ref_model_is_none']}; 'ref' adapter added: {extra['ref_adapter']}; "
+            f"old log-probs computed: {extra['old_logprobs_computed']}; max |advantage - ours| {diff:.1e}"
+        )
+    return lines
+
+
+def memory_lines(memory: dict[str, Any]) -> list[str]:
+    base = memory["student"]
+
+    def line(label: str, key: str) -> str:
+        return f"  {label:44s} {mib(memory[key]):>7s} MiB  (+{mib(memory[key] - base)} MiB, {memory[key] - base} bytes)"
+
+    return [
+        "reference weight memory (unique storage bytes of the student's parameters and buffers):",
+        f"  {'student (bf16 base + fp32 LoRA)':44s} {mib(base):>7s} MiB",
+        line("ours, inside student.reference()", "inside_reference"),
+        line("ours, after ReferencePolicy", "after_reference"),
+        line("seed's reference: copy.deepcopy(model)", "with_deepcopy") + f", RSS +{mib(memory['deepcopy_rss_added'])}",
+        line("ours, snapshot adapter (update_ref_every>0)", "with_snapshot_adapter"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--group", type=int, default=8, help="completions in the group (G)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps after one warm-up")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--max-completion-tokens", type=int, default=256)
+    parser.add_argument("--question", type=int, default=2, help="index in the GSM8K test split")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora-dropout", type=float, help="override models.yaml's LoRA dropout (0: deterministic)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared CPU)")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        run_variant(args)
+        return
+    argv = sys.argv[1:]
+    memory = spawn("memory", argv)
+    runs = {name: spawn(name, argv) for name in ("ours", "trl", "trl+old")}
+    print("\n".join([*step_table(args, runs), *check_lines(runs), *memory_lines(memory)]))
+
+
+if __name__ == "__main__":
+    main()
