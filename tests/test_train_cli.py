@@ -70,6 +70,19 @@ def test_cli_trains_end_to_end(smollm_dir: Path, tmp_path: Path) -> None:
     assert "summary:" in proc.stderr
 
 
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session `sid`, from /proc (Linux)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ppid, pgrp, session
+            members.append(int(stat.parent.name))
+    return members
+
+
 def test_kill_9_then_resume_loses_at_most_the_example_in_flight(smollm_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = command(smollm_dir, out, "--num-examples", "3", "--save-every", "1", "--eval-size", "0")
@@ -83,12 +96,21 @@ def test_kill_9_then_resume_loses_at_most_the_example_in_flight(smollm_dir: Path
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
             assert time.monotonic() < deadline, "no checkpoint-1 in time"
             time.sleep(0.5)
+        # kill -9 of the trainer alone: its loopback teacher server must not outlive it (PR_SET_PDEATHSIG).
+        assert len(session_members(proc.pid)) >= 2, "the run and its teacher server should both be running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while session_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        orphans = session_members(proc.pid)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None or session_members(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
     assert proc.returncode == -signal.SIGKILL
+    assert not orphans, f"processes left after kill -9 of the run: {orphans}"
     assert not (out / "checkpoint-3").exists()
 
     resumed = subprocess.run([*argv, "--resume"], cwd=REPO_ROOT, env=offline_env(), capture_output=True, text=True,

@@ -7,19 +7,27 @@ stand-in teacher on machines without an API key. It binds 127.0.0.1 only.
         server.base_url             # http://127.0.0.1:<port>/v1
 
 `transformers serve` needs the `serving` extra of transformers (in our dev extra).
+
+On Linux the server is asked to receive SIGTERM when the thread that started it dies
+(`PR_SET_PDEATHSIG`), so that a `kill -9` of a training run does not leave its teacher server
+running; start it from a thread that lives as long as you need the server (the main thread).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -90,7 +98,12 @@ class LocalServer:
         # It serves a local directory: nothing to fetch, so no traffic leaves the machine.
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
         self._process = subprocess.Popen(
-            self.command(), stdout=self._log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            self.command(),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent() if sys.platform == "linux" else None,
         )
         try:
             self._wait_healthy()
@@ -147,6 +160,23 @@ class LocalServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` that makes Linux send SIGTERM to the child when its parent thread dies.
+
+    libc is resolved here, in the parent, so that the child only makes one system call between
+    fork and exec (the reason `preexec_fn` is otherwise discouraged in threaded programs).
+    """
+    prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
 
 
 def main(argv: list[str] | None = None) -> None:
