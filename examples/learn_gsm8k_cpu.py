@@ -1,0 +1,217 @@
+"""Does MCTS + GRPO teach SmolLM2-135M anything? A CPU experiment with a held-out before/after test.
+
+    GSM8K_PATH=../shared/data/gsm8k python examples/learn_gsm8k_cpu.py            # ~45 min on 2 cores
+    python examples/learn_gsm8k_cpu.py --num-examples 4 --eval-size 8 --eval-every 2  # a smoke run
+
+What it runs: `train_vllm.py`'s own `run()` (the same search, Trainer, checkpoints, metrics and plots)
+on the embedded student, SmolLM2-135M-Instruct (bf16 LoRA r=32, CPU), with
+
+- teachers: `--reference-teacher only`, i.e. GSM8K's reference solution as the teacher (its next
+  line is a "right" step, the line with a number changed a "wrong" one), beside the student's own
+  sampled steps. Offline and free; an API teacher ensemble plays this part on a GPU machine;
+- the GRPO loss, one search per training question (GSM8K *train* split, seeded shuffle);
+- a search budget and learning rate sized for a CPU (flags below; the defaults are printed).
+
+What it measures: greedy answers (256 new tokens) of the student on the first `--eval-size`
+GSM8K *test* questions, none of which is trained on, before training, at every `--eval-every`
+examples, and after: the rate of well-formed `#### N` answers (the format the system prompt asks
+for) and the accuracy (HRE), each with a Wilson 95% interval, and the exact McNemar test of
+after vs before on the same questions (paired). It writes, under `--out`:
+
+- `learning.json`: the settings, every evaluation (with per-question flags) and the tests;
+- `learning_curve.png`: held-out format rate and accuracy against training examples, and the
+  training reward (mean of each search's group) on a second axis;
+- the run's own checkpoints, `metrics.jsonl` and `plots/`.
+
+The held-out figures are the finding, whatever they are: a flat result is printed as flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from alphazero_llm.config import Config, load_config
+from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.models.student import StudentModel, StudentSpec
+from alphazero_llm.training.checkpoint import list_checkpoints
+from alphazero_llm.training.cli import build_parser
+from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, mcnemar_exact
+from alphazero_llm.training.run import EVAL_FILE, run, run_settings
+
+logger = logging.getLogger("learn_gsm8k_cpu")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/learn_gsm8k_cpu"), help="output directory")
+    p.add_argument("--num-examples", type=int, default=32, help="training questions (one search + update each)")
+    p.add_argument("--eval-size", type=int, default=100, help="held-out GSM8K test questions")
+    p.add_argument("--eval-every", type=int, default=16, help="examples between held-out evaluations")
+    p.add_argument("--iterations", type=int, default=20, help="MCTS simulations per question")
+    p.add_argument("--selection", choices=["ucb1", "puct"], default="ucb1")
+    p.add_argument("--exploration", type=float, default=0.5, help="UCB1/PUCT c (training.yaml: sqrt 2)")
+    p.add_argument("--student-steps", type=int, default=1, help="student proposals per expansion")
+    p.add_argument("--tokens-per-step", type=int, default=24, help="a student step is one line or at most this")
+    p.add_argument("--max-depth", type=int, default=10)
+    p.add_argument("--learning-rate", type=float, default=5e-4, help="LoRA learning rate (training.yaml: 1e-5)")
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=200, help="greedy answer length in the evaluations")
+    p.add_argument(
+        "--analyse-only", action="store_true", help="skip training; evaluate and report the run already in --out"
+    )
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dataset-path", default=None, help="local GSM8K directory (default: $GSM8K_PATH, else the hub)")
+    return p.parse_args(argv)
+
+
+def experiment_config(args: argparse.Namespace) -> Config:
+    """training.yaml's config with this experiment's search budget and learning rate."""
+    config = load_config()
+    t = config.training
+    mcts = dataclasses.replace(
+        t.cpu_mcts,
+        num_iterations=args.iterations,
+        selection=args.selection,
+        exploration_constant=args.exploration,
+        num_right=1,  # the reference teacher proposes one step per direction
+        num_wrong=1,
+        num_student=args.student_steps,
+        tokens_per_expansion=args.tokens_per_step,
+        max_depth=args.max_depth,
+    )
+    optimizer = dataclasses.replace(t.optimizer, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
+    training = dataclasses.replace(t, mcts=mcts, optimizer=optimizer)
+    return dataclasses.replace(config, training=training)
+
+
+def train(args: argparse.Namespace, config: Config) -> None:
+    """`train_vllm.py --reference-teacher only --use-grpo ...` on this experiment's config; keeps every checkpoint."""
+    argv = [
+        "--reference-teacher", "only", "--use-grpo", "--device", "cpu",
+        "--num-examples", str(args.num_examples), "--save-every", str(args.eval_every),
+        "--eval-size", str(args.eval_size), "--checkpoint-dir", str(args.out), "--seed", str(args.seed),
+    ]  # fmt: skip
+    if args.dataset_path:
+        argv += ["--dataset-path", args.dataset_path]
+    settings = run_settings(build_parser(config).parse_args(argv), config, "cpu")
+    # The curve needs every checkpoint's adapter; the default keeps the last three.
+    settings = dataclasses.replace(settings, loop=dataclasses.replace(settings.loop, keep_last=None))
+    settings = dataclasses.replace(settings, mcts=config.training.mcts)  # the CPU defaults would replace it
+    logger.info("train_vllm.py %s (search and optimiser overridden: %s)", " ".join(argv), settings.mcts)
+    run(settings, dataclasses.replace(config, models=dataclasses.replace(
+        config.models, generation=dataclasses.replace(config.models.generation, max_new_tokens=args.max_new_tokens)
+    )))  # fmt: skip
+
+
+def curve(args: argparse.Namespace, config: Config, rows: Sequence[Mapping[str, Any]]) -> dict[int, EvalResult]:
+    """Held-out evaluation of every intermediate checkpoint (the run itself evaluated before and after)."""
+    evals = json.loads((args.out / EVAL_FILE).read_text(encoding="utf-8"))
+    results = {0: EvalResult.from_record(evals["before"]), args.num_examples: EvalResult.from_record(evals["after"])}
+    checkpoints = [(step, path) for step, path in list_checkpoints(args.out) if 0 < step < args.num_examples]
+    if checkpoints:
+        student = StudentModel.load(StudentSpec(name="embedded", device="cpu"), config.models)
+        for step, path in checkpoints:
+            student.load_adapter(path / "adapter")
+            result = evaluate_greedy(
+                student, rows, config.training.environment.system_prompt, args.max_new_tokens,
+                desc=f"held-out eval at example {step}",
+            )  # fmt: skip
+            logger.info("held-out after %d examples: %s", step, result)
+            results[step] = result
+    return dict(sorted(results.items()))
+
+
+def report(args: argparse.Namespace, results: Mapping[int, EvalResult]) -> dict[str, Any]:
+    before, after = results[0], results[max(results)]
+    tests = {}
+    for name, flags in (("format", lambda r: r.format_flags), ("accuracy", lambda r: r.correct_flags)):
+        gained, lost, p = mcnemar_exact(flags(before), flags(after))
+        tests[name] = {"gained": gained, "lost": lost, "p_value": p}
+    print(f"\nheld-out: first {before.total} GSM8K test questions, greedy, {args.max_new_tokens} new tokens")
+    print(f"{'examples':>8}  {'#### format':>24}  {'accuracy':>24}")
+    for step, r in results.items():
+        (fl, fh), (al, ah) = r.format_interval, r.accuracy_interval
+        fmt, acc = f"{r.format_rate:>6.1%} [{fl:>5.1%}, {fh:>5.1%}]", f"{r.accuracy:>6.1%} [{al:>5.1%}, {ah:>5.1%}]"
+        print(f"{step:>8}  {fmt:>24}  {acc:>24}")
+    for name, t in tests.items():
+        print(f"McNemar exact, {name}: {t['gained']} questions gained, {t['lost']} lost, p = {t['p_value']:.2g}")
+    return tests
+
+
+def plot(args: argparse.Namespace, results: Mapping[int, EvalResult]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in (args.out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    steps = list(results)
+    for label, rate, interval in (
+        ("held-out #### format", lambda r: r.format_rate, lambda r: r.format_interval),
+        ("held-out accuracy", lambda r: r.accuracy, lambda r: r.accuracy_interval),
+    ):
+        values = [rate(results[s]) for s in steps]
+        errors = [[v - interval(results[s])[0] for s, v in zip(steps, values, strict=True)],
+                  [interval(results[s])[1] - v for s, v in zip(steps, values, strict=True)]]  # fmt: skip
+        ax.errorbar(steps, values, yerr=errors, marker="o", capsize=3, label=label)
+    ax.set_xlabel("training examples (one MCTS + GRPO update each)")
+    ax.set_ylabel("rate on held-out test questions (Wilson 95%)")
+    ax.set_ylim(0, 1)
+    reward = [(r["step"], r["reward_mean"]) for r in records if _finite(r.get("reward_mean"))]
+    if reward:
+        twin = ax.twinx()
+        twin.plot(*zip(*reward, strict=True), color="grey", alpha=0.5, label="training reward (group mean)")
+        twin.set_ylabel("training reward")
+        twin.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    ax.set_title("SmolLM2-135M, MCTS (reference teacher + student) + GRPO, CPU")
+    path = args.out / "learning_curve.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = parse_args(argv)
+    if min(args.num_examples, args.eval_size, args.eval_every, args.iterations) <= 0:
+        raise SystemExit("--num-examples, --eval-size, --eval-every and --iterations must be positive")
+    config = experiment_config(args)
+    ds = config.training.dataset
+    source = Gsm8kSource.resolve(args.dataset_path, ds.name, ds.config)
+    rows = list(load_gsm8k(ds.eval_split, source, args.eval_size))
+    if not args.analyse_only:
+        train(args, config)
+    results = curve(args, config, rows)
+    tests = report(args, results)
+    path = plot(args, results)
+    summary = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "search": dataclasses.asdict(config.training.mcts),
+        "evaluations": {str(step): r.to_record() for step, r in results.items()},
+        "mcnemar": tests,
+    }
+    (args.out / "learning.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(f"wrote {path} and {args.out / 'learning.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
