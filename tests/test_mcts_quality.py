@@ -17,26 +17,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import re
 
 import pytest
 
 from alphazero_llm.config import load_config
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
 from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
+from alphazero_llm.mcts.reference_teacher import perturb
 from alphazero_llm.models.terminal import has_final_answer
 
 NUM_QUESTIONS = 100
-_NUMBER = re.compile(r"\d+")
-
-
-def perturb(line: str, delta: int) -> str | None:
-    """`line` with its last number increased by `delta` (None when it holds no number)."""
-    matches = list(_NUMBER.finditer(line))
-    if not matches:
-        return None
-    m = matches[-1]
-    return f"{line[: m.start()]}{int(m[0]) + delta}{line[m.end() :]}"
 
 
 class Oracle:

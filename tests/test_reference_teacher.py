@@ -12,7 +12,7 @@ from alphazero_llm.config import load_config
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
 from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
 from alphazero_llm.mcts.reference_teacher import CombinedTeachers, ReferenceTeacher, perturb, solution_lines
-from alphazero_llm.models.terminal import has_final_answer
+from alphazero_llm.models.terminal import TerminalChecker
 
 QUESTION = "Tom has 3 apples and buys 4 more. He eats 2. How many are left?"
 SOLUTION = "He has 3 + 4 = <<3+4=7>>7 apples.\nAfter eating, 7 - 2 = <<7-2=5>>5 are left.\n#### 5"
@@ -85,18 +85,15 @@ def test_combined_teachers_concatenate_and_survive_one_failure(caplog: pytest.Lo
         CombinedTeachers([])
 
 
-class RuleTerminal:
-    async def is_terminal(self, question: str, solution: str) -> bool:
-        return has_final_answer(solution)
-
-
 def test_search_with_the_reference_teacher_reaches_the_gold_answer(gsm8k_dir):
     """On 20 real GSM8K train questions, the reference teacher alone leads the search to the gold answer."""
     rows = list(load_gsm8k("train", Gsm8kSource(path=str(gsm8k_dir)), num_examples=20))
     teacher = ReferenceTeacher({r["question"]: r["info"]["solution"] for r in rows})
-    config = load_config().training
+    full = load_config()
+    config = full.training
+    rules_only = TerminalChecker(dataclasses.replace(full.teachers.terminal_checker, use_llm=False))
     mcts = dataclasses.replace(config.mcts, num_iterations=60, num_right=1, num_wrong=1, num_student=0)
-    evaluator = Evaluator(RuleTerminal(), ConstantStepScorer(0.0))
+    evaluator = Evaluator(rules_only, ConstantStepScorer(0.0))
 
     async def correct() -> int:
         found = 0
