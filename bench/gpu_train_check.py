@@ -14,7 +14,7 @@ One process, one GPU, in this order:
    - student: `StudentAdapter(VLLMSampledStudent(student, engine, logprobs=--logprobs))`. Its proposals
      are sampled by vLLM with the engine's adapter; PRE and the PUCT priors come from the transformers
      student (`--logprobs student`, the default: the nf4 policy the loss trains) or from vLLM
-     (`--logprobs vllm`). The transformers student's `generate` is wrapped to count calls: any call
+     (`--logprobs vllm`). The transformers student's `generate_ids` is wrapped to count calls: any call
      during the search fails the check.
    - teacher: the GPU box has no network, so the teachers are the student's own model on the same
      vLLM engine (`EngineTeacher`), asked with the teachers' prompts (`prompts.proposal_messages`,
@@ -193,6 +193,10 @@ class TransformersEngine:
         with self._lock:
             return self.model.generate(prompts, **kwargs)
 
+    def generate_ids(self, prompt_ids: Sequence[list[int]], **kwargs: Any) -> list[list[str]]:
+        with self._lock:
+            return self.model.generate_ids(prompt_ids, **kwargs)
+
     @torch.no_grad()
     def token_logprobs(self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]):
         with self._lock:
@@ -240,7 +244,7 @@ class EngineTeacher:
 
 
 class CountedGenerate:
-    """Wraps the transformers student's `generate` to count calls (the search must sample with vLLM)."""
+    """Wraps the transformers student's `generate_ids` to count calls (the search must sample with vLLM)."""
 
     def __init__(self, generate: Callable[..., list[list[str]]]) -> None:
         self.generate = generate
@@ -380,8 +384,8 @@ def run(args: argparse.Namespace) -> int:
         first_adapter = engine.adapter_id
 
         # --- the search ---
-        counted = CountedGenerate(student.generate)
-        student.generate = counted  # type: ignore[method-assign]
+        counted = CountedGenerate(student.generate_ids)  # `generate` goes through `generate_ids` too
+        student.generate_ids = counted  # type: ignore[method-assign]
         mcts = search_config(config, args)
         adapter = StudentAdapter(
             VLLMSampledStudent(student, engine, logprobs=args.logprobs),

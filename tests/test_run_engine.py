@@ -111,11 +111,13 @@ class FakeStudent(FakeEncoder):
         self.scored = 0
         self.saved: list[Path] = []
 
-    def generate(self, prompts, n: int = 1, **kwargs: Any) -> list[list[str]]:
+    def generate_ids(self, prompt_ids, n: int = 1, **kwargs: Any) -> list[list[str]]:
         if not self.generates:
             raise AssertionError("the transformers student generated; vLLM should have")
         self.generated += 1
-        return [[f"student sample {j}" for j in range(n)] for _ in prompts]
+        return [[f"student sample {j}" for j in range(n)] for _ in prompt_ids]
+
+    generate = generate_ids  # the templated-prompt entry point must not be used either
 
     def token_logprobs(self, prompt_ids, completion_ids) -> list[torch.Tensor]:
         self.scored += 1

@@ -174,3 +174,32 @@ def test_loads_from_a_gguf_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     converted = Path(resolve_model_path(str(gguf)))
     assert converted.parent == tmp_path and (converted / "model.safetensors").is_file()
     assert student.generate(["What is 2 + 3?"], max_new_tokens=8, temperature=0)[0][0].strip()
+
+
+@pytest.mark.slow
+def test_student_steps_and_rollouts_continue_its_own_answer(student: StudentModel):
+    """The search asks the student as the policy the loss trains: the question, then its answer so far."""
+    import asyncio
+
+    from alphazero_llm.mcts.proposers import StudentAdapter
+
+    system = "Solve step by step. Format your final answer as: #### [number]"
+    question = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    adapter = StudentAdapter(
+        student, max_new_tokens=40, temperature=0.0, top_p=1.0, seed=0, system_prompt=system, rollout_tokens=60
+    )
+    answer = student.generate([messages], max_new_tokens=60, temperature=0.0)[0][0]
+    first = next(line.strip() for line in answer.splitlines() if line.strip())
+    (step,) = asyncio.run(adapter.propose(question, "", "right", 1))
+    assert step.text == first  # greedy: the first line of the student's own answer, verbatim
+    assert asyncio.run(adapter.finish(question, "")) == answer.strip()
+    # After a partial solution the context is the question's template, the solution and a line break.
+    partial = "He starts with 3 apples."
+    ids = adapter._answer_ids(question, partial)
+    assert (
+        ids == student.prompt_ids(messages) + student.tokenizer(partial + "\n", add_special_tokens=False)["input_ids"]
+    )
+    (after,) = asyncio.run(adapter.propose(question, partial, "right", 1))
+    continuation = student.generate_ids([ids], max_new_tokens=40, temperature=0.0)[0][0]
+    assert after.text == next(line.strip() for line in continuation.splitlines() if line.strip())

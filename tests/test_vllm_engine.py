@@ -25,7 +25,6 @@ import torch
 
 from alphazero_llm.config import ModelsConfig, load_config
 from alphazero_llm.mcts.proposers import StudentAdapter
-from alphazero_llm.models.prompts import proposal_messages
 from alphazero_llm.models.vllm_engine import VLLMEngine, VLLMSampledStudent, VLLMUnavailableError, vllm_lora_rank
 from alphazero_llm.testing.fake_vllm import (
     FakeEncoder,
@@ -331,8 +330,11 @@ def test_the_search_student_samples_with_vllm_and_scores_with_the_student(engine
     assert [s.text for s in steps] == ["prompt0-sample0", "prompt0-sample1"]
     assert {s.producer for s in steps} == {"student"}
     call = last_call(engine)
-    messages = proposal_messages(QUESTION, "Tom starts with 3 apples.", "right")
-    assert call["prompts"] == [{"prompt_token_ids": student.prompt_ids(messages)}]
+    # vLLM continues the student's own answer: the templated question, the solution so far, a line break.
+    answer_so_far = student.prompt_ids([{"role": "user", "content": QUESTION}]) + [
+        ord(c) for c in "Tom starts with 3 apples.\n"
+    ]
+    assert call["prompts"] == [{"prompt_token_ids": answer_so_far}]
     (params,) = call["params"]  # a seed gives one SamplingParams per prompt
     assert (params.n, params.max_tokens, params.seed) == (2, 12, 101)
     assert call["lora_request"].lora_int_id == 1  # the latest adapter samples

@@ -8,6 +8,12 @@ The search only sees these protocols, so tests pass scripted fakes and runs pass
   scorer and rollout, behind one lock (the model runs one call at a time, in a worker thread so
   that the teachers' HTTP requests stay in flight meanwhile).
 
+The student is asked as the policy that training updates: its steps and rollouts continue its own
+answer, i.e. the chat-templated question (system prompt + question) followed by the solution so
+far, exactly the context in which the loss scores a trajectory's tokens. Its steps are thus samples
+of that policy (GRPO's ratio assumes so), not replies to the teachers' "write the next step"
+instructions, which a small model answers with talk about steps rather than with a step.
+
 Per-step PRE (`StudentAdapter.score`) is the rubric's PRE (`rewards.pre_reward`) applied to one
 step: ppl(step | question, earlier steps), from the student's log-probs of the step's tokens
 after the chat-templated question and the earlier steps, against ppl(reference solution |
@@ -24,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from alphazero_llm.models.prompts import cut_step, proposal_messages
+from alphazero_llm.models.prompts import first_line
 from alphazero_llm.rewards import perplexity, pre_reward
 
 if TYPE_CHECKING:
@@ -110,9 +116,6 @@ class TeacherProposer:
 # --- the student ----------------------------------------------------------------------------------
 
 
-_ROLLOUT_INSTRUCTION = "Finish this solution, one step per line. Format your final answer as: #### [number]"
-
-
 class StudentAdapter:
     """Proposer, prior scorer, PRE step scorer and rollout on one `StudentModel`."""
 
@@ -154,11 +157,12 @@ class StudentAdapter:
         async with self._lock:
             return await asyncio.to_thread(fn, *args, **kwargs)
 
-    async def _generate(self, messages: list[dict[str, str]], n: int, max_new_tokens: int) -> list[str]:
+    async def _continue(self, question: str, partial_solution: str, n: int, max_new_tokens: int) -> list[str]:
+        """`n` samples of how the student's own answer goes on after `partial_solution`."""
         texts = (
             await self._run(
-                self.model.generate,
-                [messages],
+                self.model.generate_ids,
+                [self._answer_ids(question, partial_solution)],
                 n=n,
                 max_new_tokens=max_new_tokens,
                 temperature=self.temperature,
@@ -170,24 +174,28 @@ class StudentAdapter:
         return texts
 
     async def propose(self, question: str, partial_solution: str, direction: str, n: int) -> list[ProposedStep]:
-        # The student gets the teachers' "right" instruction: its own best guess at the next step.
-        texts = await self._generate(proposal_messages(question, partial_solution, "right"), n, self.max_new_tokens)
-        steps = [cut_step(t) for t in texts]
+        # The student has one direction, its own: the next line of its answer (module docstring).
+        texts = await self._continue(question, partial_solution, n, self.max_new_tokens)
+        steps = [first_line(t) for t in texts]
         return [ProposedStep(s, self.name, (self.name,)) for s in steps if s]
 
     async def finish(self, question: str, partial_solution: str) -> str:
-        user = f"Problem:\n{question.strip()}\n\nSolution so far:\n{partial_solution.strip()}\n\n{_ROLLOUT_INSTRUCTION}"
-        return (await self._generate([{"role": "user", "content": user}], 1, self.rollout_tokens))[0]
+        return (await self._continue(question, partial_solution, 1, self.rollout_tokens))[0].strip()
 
     def _question_messages(self, question: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return [*system, {"role": "user", "content": question}]
 
+    def _answer_ids(self, question: str, partial_solution: str) -> list[int]:
+        """The templated question, then the solution so far and a line break: where the next step starts."""
+        prompt = self.model.prompt_ids(self._question_messages(question))
+        if not partial_solution:
+            return prompt
+        return prompt + self.model.tokenizer(partial_solution + "\n", add_special_tokens=False)["input_ids"]
+
     def _conditional_logprobs(self, question: str, previous: str, steps: Sequence[str]) -> list[list[float]]:
         tok = self.model.tokenizer
-        prompt = self.model.prompt_ids(self._question_messages(question))
-        if previous:
-            prompt = prompt + tok(previous + "\n", add_special_tokens=False)["input_ids"]
+        prompt = self._answer_ids(question, previous)
         ids = [tok(s, add_special_tokens=False)["input_ids"] for s in steps]
         import torch  # only the real student needs it; the search and its fakes do not
 

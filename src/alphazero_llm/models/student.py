@@ -162,7 +162,6 @@ class StudentModel:
 
     # --- generation ----------------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate(
         self,
         prompts: Sequence[Prompt],
@@ -174,7 +173,25 @@ class StudentModel:
         seed: int | None = None,
         batch_size: int = 8,
     ) -> list[list[str]]:
-        """`n` completions per prompt, cut before the first stop string.
+        """`n` completions per chat-templated prompt, cut before the first stop string (`generate_ids`)."""
+        return self.generate_ids(
+            [self.prompt_ids(p) for p in prompts], n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, stop=stop, seed=seed, batch_size=batch_size,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[list[int]],
+        n: int = 1,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        batch_size: int = 8,
+    ) -> list[list[str]]:
+        """`n` completions per prompt given as token ids (e.g. a templated prompt plus a partial answer).
 
         Greedy when temperature is 0 (then the n completions are identical, as from vLLM).
 
@@ -189,9 +206,9 @@ class StudentModel:
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
                 torch.manual_seed(seed)
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start : start + batch_size]
-                batch = self._left_padded([self.prompt_ids(p) for p in chunk])
+            for start in range(0, len(prompt_ids), batch_size):
+                chunk = prompt_ids[start : start + batch_size]
+                batch = self._left_padded([list(ids) for ids in chunk])
                 # Greedy decoding has one answer per prompt: decode it once and repeat it n times.
                 per_prompt = n if sampling else 1
                 output = self.model.generate(

@@ -209,10 +209,27 @@ class VLLMEngine:
         its own batches. With a seed, prompt i samples with seeds `seed + i*n ...` (vLLM gives
         the j-th of the n samples `seed + j`), so every sample has its own reproducible stream.
         """
+        return self.generate_ids(
+            [self.encoder.prompt_ids(p) for p in prompts], n=n, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_p=top_p, stop=stop, seed=seed, batch_size=batch_size,
+        )  # fmt: skip
+
+    def generate_ids(
+        self,
+        prompt_ids: Sequence[list[int]],
+        n: int = 1,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        batch_size: int = 8,
+    ) -> list[list[str]]:
+        """`generate` on prompts given as token ids (e.g. a templated prompt plus a partial answer)."""
         del batch_size
         if n < 1 or max_new_tokens < 1:
             raise ValueError("n and max_new_tokens must be >= 1")
-        if not prompts:
+        if not prompt_ids:
             return []
         greedy = temperature <= 0
         stop_strings = [s for s in (stop or []) if s] or None
@@ -227,8 +244,8 @@ class VLLMEngine:
                 seed=sample_seed,
             )
 
-        sampling = params(None) if seed is None else [params(seed + i * n) for i in range(len(prompts))]
-        outputs = self._run([self.encoder.prompt_ids(p) for p in prompts], sampling)
+        sampling = params(None) if seed is None else [params(seed + i * n) for i in range(len(prompt_ids))]
+        outputs = self._run([list(ids) for ids in prompt_ids], sampling)
         return [[c.text for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
 
     # --- log-probs -----------------------------------------------------------------------------
@@ -310,6 +327,10 @@ class VLLMSampledStudent:
     def generate(self, prompts: Sequence[Prompt], **kwargs: Any) -> list[list[str]]:
         """`VLLMEngine.generate`: same arguments as `StudentModel.generate`."""
         return self.engine.generate(prompts, **kwargs)
+
+    def generate_ids(self, prompt_ids: Sequence[list[int]], **kwargs: Any) -> list[list[str]]:
+        """`VLLMEngine.generate_ids`: same arguments as `StudentModel.generate_ids`."""
+        return self.engine.generate_ids(prompt_ids, **kwargs)
 
     def token_logprobs(
         self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]
