@@ -92,9 +92,14 @@ def _frac_to_text(m: re.Match[str]) -> str:
     return " " + text if m.start() > 0 and m.string[m.start() - 1].isdigit() else text
 
 
+def strip_calculator_annotations(text: str) -> str:
+    """`text` without GSM8K's calculator annotations: "8x3=<<8*3=24>>24" becomes "8x3=24"."""
+    return _CALC_ANNOTATION.sub("", text)
+
+
 def _normalise(text: str) -> str:
     """Plain-text form of `text`: no calculator annotations, LaTeX number markup or odd dashes."""
-    text = _CALC_ANNOTATION.sub("", text).translate(_DASHES)
+    text = strip_calculator_annotations(text).translate(_DASHES)
     if "\\" in text or "{," in text:
         for pattern, replacement in _LATEX_SIMPLE:
             text = pattern.sub(replacement, text)

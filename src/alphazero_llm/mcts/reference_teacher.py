@@ -1,7 +1,8 @@
 """The data set's worked solution as a teacher, and a proposer that asks several teachers at once.
 
 `ReferenceTeacher` knows one thing per question: GSM8K's reference solution (`info.solution`, whose
-last line is `#### N`). Asked for a "right" step, it gives the first reference line that the partial
+last line is `#### N`), read without its calculator annotations (`<<8*3=24>>`, a tool's trace that
+no solver writes). Asked for a "right" step, it gives the first reference line that the partial
 solution does not hold yet; asked for a "wrong" one, the same line with its last number changed
 (`perturb`), which is how a careless solver slips. It needs no model, no network and no key, so a
 run on a machine without API access still has a teacher that reaches the gold answer; its steps
@@ -24,6 +25,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 
+from alphazero_llm.answers import strip_calculator_annotations
 from alphazero_llm.mcts.proposers import ProposedStep, Proposer
 from alphazero_llm.models.prompts import normalise_step
 
@@ -42,8 +44,9 @@ def perturb(line: str, delta: int = 1) -> str | None:
 
 
 def solution_lines(solution: str) -> list[str]:
-    """The reference solution's non-empty lines, whitespace-normalised as the search normalises steps."""
-    return [normalise_step(line) for line in solution.splitlines() if line.strip()]
+    """The reference solution's non-empty lines, without calculator annotations, whitespace-normalised
+    as the search normalises steps."""
+    return [normalise_step(line) for line in strip_calculator_annotations(solution).splitlines() if line.strip()]
 
 
 class ReferenceTeacher:
