@@ -132,6 +132,19 @@ def test_terminal_nodes_are_never_expanded():
     assert result.stats.terminal_nodes == 2
 
 
+def test_format_bonus_ranks_right_over_well_formed_wrong_over_uncommitted():
+    def steps(state: str, direction: str, n: int) -> list[str]:
+        return (
+            {"right": ["#### 7"], "wrong": ["#### 8"], "student": ["The answer is 7."]}[direction] if not state else []
+        )
+
+    rewards = dataclasses.replace(HRE_ONLY, format_bonus=0.25)
+    result = run(Proposers(teacher=Scripted("t", steps), student=Scripted("s", steps)), cfg(num_student=1), rewards)
+    values = {t.text: t.reward for t in result.trajectories}
+    # "The answer is 7." is right but never states the answer in the asked format: it is not terminal.
+    assert values == {"#### 7": 1.25, "#### 8": 0.25, "The answer is 7.": 0.0}
+
+
 def test_depth_limit():
     result = run(Proposers(Scripted("t", chain)), cfg(num_iterations=60, max_depth=3))
     nodes = list(result.root.iter_subtree())

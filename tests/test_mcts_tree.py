@@ -133,5 +133,9 @@ def test_leaf_value_formula_by_hand():
     assert leaf_value([0.5, -0.5], ["right", "wrong"], 1.0, r) == pytest.approx(0.4 + 0.6 / 6 - 0.02)
     # student steps get no bonus; two rights: +0.2
     assert leaf_value([0, 0, 0], ["right", "right", "student"], 0.0, r) == pytest.approx(-0.03 + 0.2)
+    formatted = RewardsConfig(1.0, 0.0, 0.0, 0.0, 1.0, format_bonus=0.25)
+    assert leaf_value([0.0], ["student"], 1.0, formatted, formatted=True) == pytest.approx(1.25)
+    assert leaf_value([0.0], ["student"], 0.0, formatted, formatted=True) == pytest.approx(0.25)
+    assert leaf_value([0.0], ["student"], 0.0, formatted) == 0.0
     zero = RewardsConfig(0.0, 0.0, 0.0, 0.0, 1.0)
     assert leaf_value([1.0], ["wrong"], 1.0, zero) == 0.0  # an explicit 0 weight stays 0

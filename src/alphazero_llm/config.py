@@ -275,10 +275,12 @@ class RewardsConfig:
     length_penalty: float
     direction_bonus: float
     pre_discount: float
+    format_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.hre_weight >= 0 and self.pre_weight >= 0, "reward weights must be >= 0")
         _require(self.length_penalty >= 0, "length_penalty must be >= 0")
+        _require(self.format_bonus >= 0, "format_bonus must be >= 0")
         _require(0.0 < self.pre_discount <= 1.0, "pre_discount must be in (0, 1]")
 
 

@@ -3,6 +3,7 @@
 For a leaf at depth d whose path from the root holds the steps s_1..s_d:
 
     V(leaf) = hre_weight * H  +  pre_weight * P  -  length_penalty * d  +  direction_bonus * (R - W)
+              +  format_bonus * F
 
 - H (HRE, `rewards.hre_score`): on a terminal leaf (the `TerminalCheck` says the solution
   states its final answer), hre_score(solution, gold), 0 or 1. On a non-terminal leaf it is 0,
@@ -15,6 +16,9 @@ For a leaf at depth d whose path from the root holds the steps s_1..s_d:
   step builds, weigh the most. P = 0 at the root.
 - d: the number of steps; R and W: how many of them a teacher proposed as "right" and as
   "wrong" (the student's own steps count in neither).
+- F: 1 when the leaf is terminal and states its answer as `#### N` (`answers.extract_strict`),
+  the format the system prompt asks for; else 0. With H it ranks a right answer above a
+  well-formed wrong one, and both above a solution that never commits to an answer.
 
 Every weight comes from `RewardsConfig` (config/training.yaml: rewards); nothing is hard-coded.
 """
@@ -76,8 +80,10 @@ def path_pre(pres: Sequence[float], discount: float) -> float:
     return math.fsum(w * p for w, p in zip(weights, pres, strict=True)) / math.fsum(weights)
 
 
-def leaf_value(pres: Sequence[float], directions: Sequence[str], hre: float, rewards: RewardsConfig) -> float:
-    """V(leaf) of the module docstring; `directions` are the steps' directions, root excluded."""
+def leaf_value(
+    pres: Sequence[float], directions: Sequence[str], hre: float, rewards: RewardsConfig, formatted: bool = False
+) -> float:
+    """V(leaf) of the module docstring; `directions` are the steps' directions, root excluded; `formatted` is F."""
     if len(pres) != len(directions):
         raise ValueError("one PRE per step and one direction per step")
     balance = sum(1 for d in directions if d == "right") - sum(1 for d in directions if d == "wrong")
@@ -86,4 +92,5 @@ def leaf_value(pres: Sequence[float], directions: Sequence[str], hre: float, rew
         + rewards.pre_weight * path_pre(pres, rewards.pre_discount)
         - rewards.length_penalty * len(pres)
         + rewards.direction_bonus * balance
+        + rewards.format_bonus * formatted
     )
