@@ -30,7 +30,7 @@ from alphazero_llm.config import TeacherModelConfig, load_config
 from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
 from alphazero_llm.mcts.proposers import TeacherProposer
 from alphazero_llm.models.teachers import TeacherEnsemble
-from alphazero_llm.models.terminal import has_final_answer
+from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.testing.fake_openai import FakeOpenAIServer
 from alphazero_llm.testing.fault_proxy import FaultProxy
 
@@ -56,13 +56,9 @@ class SequentialProposer:
         return self.inner.tokens_used()
 
 
-class RuleTerminal:
-    async def is_terminal(self, question: str, solution: str) -> bool:
-        return has_final_answer(solution)
-
-
 async def _arm(proposers: Proposers, parallel: int, iterations: int, seed: int) -> float:
-    config = load_config().training
+    full = load_config()
+    config = full.training
     mcts = dataclasses.replace(
         config.mcts,
         num_iterations=iterations,
@@ -71,7 +67,7 @@ async def _arm(proposers: Proposers, parallel: int, iterations: int, seed: int) 
         num_student=0,
         parallel_simulations=parallel,
     )
-    evaluator = Evaluator(RuleTerminal(), ConstantStepScorer(0.0))
+    evaluator = Evaluator(TerminalChecker.rules_only(full.teachers.terminal_checker), ConstantStepScorer(0.0))
     start = time.perf_counter()
     result = await search(QUESTION, "13", proposers, evaluator, mcts, config.rewards, random.Random(seed))
     elapsed = time.perf_counter() - start

@@ -403,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
             config.teachers.client.temperature,
             args.seed * SEED_STRIDE + SEED_STRIDE // 2,  # not the student's seeds: its "right" prompt is the same
         )
-        terminal = TerminalChecker(dataclasses.replace(config.teachers.terminal_checker, use_llm=False))
+        terminal = TerminalChecker.rules_only(config.teachers.terminal_checker)
         proposers = Proposers(teacher=teacher, student=adapter, prior=adapter)
         with report.phase("search"):
             result = asyncio.run(

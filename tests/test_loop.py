@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from alphazero_llm.config import Config, load_config
 from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
 from alphazero_llm.models.student import StudentModel
-from alphazero_llm.models.terminal import has_final_answer
+from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.training.loop import LoopSettings, Trainer, pad
 from alphazero_llm.training.metrics import summary_table, write_plots
 from alphazero_llm.training.optim import lr_factor
@@ -45,11 +45,6 @@ class ScriptedTeacher:
         return self.tokens
 
 
-class RuleTerminal:
-    async def is_terminal(self, question: str, solution: str) -> bool:
-        return has_final_answer(solution)
-
-
 def small_config() -> Config:
     config = load_config()
     t = config.training
@@ -62,7 +57,7 @@ def small_config() -> Config:
 
 
 def search_fn(config: Config):
-    evaluator = Evaluator(RuleTerminal(), ConstantStepScorer(0.0))
+    evaluator = Evaluator(TerminalChecker.rules_only(config.teachers.terminal_checker), ConstantStepScorer(0.0))
 
     def run(question: str, gold: str, rng: random.Random, step: int):
         proposers = Proposers(teacher=ScriptedTeacher())

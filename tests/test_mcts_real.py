@@ -50,7 +50,7 @@ def test_search_with_the_real_student_and_teacher(smollm_dir, smollm_server, gsm
         references={row["question"]: row["info"]["solution"] for row in rows},
         system_prompt=config.training.environment.system_prompt,
     )
-    terminal = TerminalChecker(dataclasses.replace(config.teachers.terminal_checker, use_llm=False))
+    terminal = TerminalChecker.rules_only(config.teachers.terminal_checker)
     evaluator = Evaluator(terminal, adapter)
     teacher = TeacherModelConfig("local", "local", smollm_server.model_name, smollm_server.base_url, "LOCAL_KEY")
     client = dataclasses.replace(config.teachers.client, timeout_s=120.0, max_concurrency=4)

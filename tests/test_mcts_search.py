@@ -15,9 +15,11 @@ import pytest
 from alphazero_llm.config import MCTSConfig, RewardsConfig, load_config
 from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
 from alphazero_llm.mcts.export import to_dict, to_dot, to_html, to_json
-from alphazero_llm.models.terminal import has_final_answer
+from alphazero_llm.models.terminal import TerminalChecker
 
-MCTS = load_config().training.mcts
+CONFIG = load_config()
+MCTS = CONFIG.training.mcts
+RULES = TerminalChecker.rules_only(CONFIG.teachers.terminal_checker)
 HRE_ONLY = RewardsConfig(hre_weight=1.0, pre_weight=0.0, length_penalty=0.0, direction_bonus=0.0, pre_discount=1.0)
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 
@@ -63,12 +65,7 @@ class Scripted:
         return self.tokens
 
 
-class RuleTerminal:
-    async def is_terminal(self, question: str, solution: str) -> bool:
-        return has_final_answer(solution)
-
-
-EVAL = Evaluator(RuleTerminal(), ConstantStepScorer(0.0))
+EVAL = Evaluator(RULES, ConstantStepScorer(0.0))
 
 
 def run(proposers, config, rewards=HRE_ONLY, seed=0, evaluator=EVAL, gold="7"):
@@ -155,7 +152,7 @@ def test_depth_limit():
 
 def test_value_backup_sums_up():
     rewards = RewardsConfig(hre_weight=0.4, pre_weight=0.6, length_penalty=0.01, direction_bonus=0.1, pre_discount=0.9)
-    evaluator = Evaluator(RuleTerminal(), ConstantStepScorer(0.5))
+    evaluator = Evaluator(RULES, ConstantStepScorer(0.5))
     result = run(Proposers(Scripted("t", chain)), cfg(num_iterations=25, num_right=2), rewards, evaluator=evaluator)
     for node in result.root.iter_subtree():
         if node.children:
@@ -178,7 +175,7 @@ def test_parallel_simulations_virtual_loss_returns_to_zero():
     teacher = Scripted("t", chain, delay=0.05)
     seen_in_flight = []
 
-    class Watching(RuleTerminal):
+    class Watching:
         async def is_terminal(self, question, solution):
             seen_in_flight.append(sum(n.in_flight for n in root_holder[0].iter_subtree()) if root_holder else 0)
             return False
@@ -268,7 +265,7 @@ def test_rollout_scores_non_terminal_leaves_with_hre():
         async def finish(self, question, partial):
             return "#### 7" if partial.startswith("right") else "#### 9"
 
-    evaluator = Evaluator(RuleTerminal(), ConstantStepScorer(0.0), rollout=Finish())
+    evaluator = Evaluator(RULES, ConstantStepScorer(0.0), rollout=Finish())
     result = run(Proposers(Scripted("t", chain)), cfg(num_iterations=10, rollout=True), evaluator=evaluator)
     right, wrong = result.root.children
     assert right.q == 1.0 and wrong.q == 0.0 and right.visits > wrong.visits

@@ -95,7 +95,7 @@ def test_search_with_the_reference_teacher_reaches_the_gold_answer(gsm8k_dir):
     teacher = ReferenceTeacher({r["question"]: r["info"]["solution"] for r in rows})
     full = load_config()
     config = full.training
-    rules_only = TerminalChecker(dataclasses.replace(full.teachers.terminal_checker, use_llm=False))
+    rules_only = TerminalChecker.rules_only(full.teachers.terminal_checker)
     mcts = dataclasses.replace(config.mcts, num_iterations=60, num_right=1, num_wrong=1, num_student=0)
     evaluator = Evaluator(rules_only, ConstantStepScorer(0.0))
 

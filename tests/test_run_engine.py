@@ -196,7 +196,7 @@ def event_loop_for_runner() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def make_runner(loop: asyncio.AbstractEventLoop, student: FakeStudent, sync: VLLMAdapterSync | None) -> SearchRunner:
-    terminal = TerminalChecker(dataclasses.replace(CONFIG.teachers.terminal_checker, use_llm=False))
+    terminal = TerminalChecker.rules_only(CONFIG.teachers.terminal_checker)
     return SearchRunner(
         loop, student, ScriptedTeacher(), None, terminal, {QUESTION: REFERENCE}, CONFIG, small_search(), seed=1,
         sync=sync,

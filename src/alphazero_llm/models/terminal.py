@@ -8,6 +8,7 @@ the calls land in the same accounting. Answers are cached per (question, solutio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 
@@ -25,6 +26,11 @@ def has_final_answer(solution: str) -> bool:
 
 
 class TerminalChecker:
+    @classmethod
+    def rules_only(cls, config: TerminalCheckerConfig) -> TerminalChecker:
+        """A checker that decides by the rules alone: no LLM is asked, whatever `config.use_llm` says."""
+        return cls(dataclasses.replace(config, use_llm=False))
+
     def __init__(
         self,
         config: TerminalCheckerConfig,

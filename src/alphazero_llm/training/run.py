@@ -322,17 +322,16 @@ def build_teachers(
 
 def terminal_checker(settings: RunSettings, config: Config, ensemble: TeacherEnsemble | None) -> TerminalChecker:
     checker = config.teachers.terminal_checker
-    rules_only = dataclasses.replace(checker, use_llm=False)
     if not checker.use_llm:
-        return TerminalChecker(rules_only)
+        return TerminalChecker.rules_only(checker)
     if ensemble is None or settings.teachers.local:
         logger.info("terminal checks: rules only (this run asks no API model)")
-        return TerminalChecker(rules_only)
+        return TerminalChecker.rules_only(checker)
     try:
         return TerminalChecker(checker, ensemble.client)
     except MissingApiKeyError as exc:
         logger.warning("terminal checks: rules only, the LLM checker is unavailable: %s", exc)
-        return TerminalChecker(rules_only)
+        return TerminalChecker.rules_only(checker)
 
 
 def evaluate(student: StudentModel, rows: Sequence[Mapping[str, Any]], config: Config, when: str) -> EvalResult:
