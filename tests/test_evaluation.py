@@ -27,11 +27,12 @@ class Answers:
 
 def test_evaluate_greedy_scores_with_hre_and_format() -> None:
     rows = [{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": "4"}, {"question": "x", "answer": "9"}]
-    student = Answers(["so #### 2", "The answer is 4", "#### 7"])
+    student = Answers(["1 + 1 = 2\n\nso #### 2", "The answer is 4", "#### 7"])
     result = evaluate_greedy(student, rows, "Solve.", max_new_tokens=32, batch_size=2, progress=False)
     assert result.correct_flags == (True, True, False)
     assert result.format_flags == (True, False, True)
     assert (result.correct, result.formatted, result.total) == (2, 2, 3)
+    assert result.answer_lines == (2, 1, 1) and result.mean_answer_lines == pytest.approx(4 / 3)
     assert student.calls == [(2, 0.0, 32), (1, 0.0, 32)]  # greedy, in batches of 2
     low, high = result.accuracy_interval
     assert low < 2 / 3 < high
@@ -41,11 +42,16 @@ def test_evaluate_greedy_scores_with_hre_and_format() -> None:
         "eval_before/format_ci_low", "eval_before/format_ci_high", "eval_before/n",
     }  # fmt: skip
     assert EvalResult.from_record(result.to_record()) == result
+    # A record written before answer_lines existed still reads back.
+    old_record = {k: v for k, v in result.to_record().items() if k != "answer_lines"}
+    assert EvalResult.from_record(old_record) == EvalResult(result.correct_flags, result.format_flags)
 
 
 def test_eval_result_rejects_unpaired_flags() -> None:
     with pytest.raises(ValueError, match="one entry per question"):
         EvalResult((True,), (True, False))
+    with pytest.raises(ValueError, match="one entry per question, or none"):
+        EvalResult((True,), (True,), (1, 2))
 
 
 def test_mcnemar_exact_known_values() -> None:

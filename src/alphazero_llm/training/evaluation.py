@@ -30,10 +30,15 @@ class EvalResult:
 
     correct_flags: tuple[bool, ...]
     format_flags: tuple[bool, ...]  # the answer has a parseable `#### N` line
+    # Non-empty lines of each answer (empty when not recorded): a format rate bought by answering
+    # "#### N" with no reasoning shows here as answers of one line.
+    answer_lines: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.correct_flags) != len(self.format_flags):
             raise ValueError("correct_flags and format_flags must have one entry per question")
+        if self.answer_lines and len(self.answer_lines) != len(self.correct_flags):
+            raise ValueError("answer_lines must have one entry per question, or none")
 
     @property
     def total(self) -> int:
@@ -56,6 +61,10 @@ class EvalResult:
         return self.formatted / self.total if self.total else float("nan")
 
     @property
+    def mean_answer_lines(self) -> float:
+        return sum(self.answer_lines) / len(self.answer_lines) if self.answer_lines else float("nan")
+
+    @property
     def accuracy_interval(self) -> tuple[float, float]:
         return wilson_interval(self.correct, self.total)
 
@@ -75,12 +84,18 @@ class EvalResult:
         return {"correct": self.correct, "formatted": self.formatted, "total": self.total,
                 "accuracy": self.accuracy, "low": low, "high": high,
                 "format_rate": self.format_rate, "format_low": f_low, "format_high": f_high,
+                "mean_answer_lines": self.mean_answer_lines if self.answer_lines else None,
                 "correct_flags": [int(f) for f in self.correct_flags],
-                "format_flags": [int(f) for f in self.format_flags]}  # fmt: skip
+                "format_flags": [int(f) for f in self.format_flags],
+                "answer_lines": list(self.answer_lines)}  # fmt: skip
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EvalResult:
-        return cls(tuple(bool(f) for f in record["correct_flags"]), tuple(bool(f) for f in record["format_flags"]))
+        return cls(
+            tuple(bool(f) for f in record["correct_flags"]),
+            tuple(bool(f) for f in record["format_flags"]),
+            tuple(int(n) for n in record.get("answer_lines", ())),
+        )
 
     def __str__(self) -> str:
         (low, high), (f_low, f_high) = self.accuracy_interval, self.format_interval
@@ -151,4 +166,5 @@ def evaluate_greedy(
             bar.update(len(chunk))
     correct = tuple(hre_score(t, str(r["answer"])) == 1.0 for t, r in zip(texts, rows, strict=True))
     formatted = tuple(extract_strict(t) is not None for t in texts)
-    return EvalResult(correct, formatted)
+    lines = tuple(sum(1 for line in t.splitlines() if line.strip()) for t in texts)
+    return EvalResult(correct, formatted, lines)
