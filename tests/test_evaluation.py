@@ -13,6 +13,8 @@ def test_wilson_interval_known_values() -> None:
     assert low == pytest.approx(0.017875, abs=1e-5) and high == pytest.approx(0.404155, abs=1e-5)
     assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    for n in range(1, 201):  # the rate itself always lies inside, even at 0 and n (no rounding error outside)
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
 
 
 class Answers:
