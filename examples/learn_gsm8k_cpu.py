@@ -1,6 +1,6 @@
 """Does MCTS + GRPO teach SmolLM2-135M anything? A CPU experiment with a held-out before/after test.
 
-    GSM8K_PATH=../shared/data/gsm8k python examples/learn_gsm8k_cpu.py            # ~45 min on 2 cores
+    GSM8K_PATH=../shared/data/gsm8k python examples/learn_gsm8k_cpu.py            # ~30 min on 2 idle cores
     python examples/learn_gsm8k_cpu.py --num-examples 4 --eval-size 8 --eval-every 2  # a smoke run
 
 What it runs: `train_vllm.py`'s own `run()` (the same search, Trainer, checkpoints, metrics and plots)
@@ -8,15 +8,20 @@ on the embedded student, SmolLM2-135M-Instruct (bf16 LoRA r=32, CPU), with
 
 - teachers: `--reference-teacher only`, i.e. GSM8K's reference solution as the teacher (its next
   line is a "right" step, the line with a number changed a "wrong" one), beside the student's own
-  sampled steps. Offline and free; an API teacher ensemble plays this part on a GPU machine;
+  sampled steps (continuations of its own answer). Offline and free; an API teacher ensemble plays
+  this part on a GPU machine;
 - the GRPO loss, one search per training question (GSM8K *train* split, seeded shuffle);
-- a search budget and learning rate sized for a CPU (flags below; the defaults are printed).
+- a search budget and learning rate sized for a CPU, and leaf values in which the answer counts
+  most: HRE weight 1, PRE 0.1, a bonus of 0.2 for a `#### N` answer, and no length penalty (a
+  cost per step pays the student to answer at once: see the README's runs) (flags below; the
+  defaults are printed).
 
-What it measures: greedy answers (256 new tokens) of the student on the first `--eval-size`
+What it measures: greedy answers (`--max-new-tokens`) of the student on the first `--eval-size`
 GSM8K *test* questions, none of which is trained on, before training, at every `--eval-every`
 examples, and after: the rate of well-formed `#### N` answers (the format the system prompt asks
-for) and the accuracy (HRE), each with a Wilson 95% interval, and the exact McNemar test of
-after vs before on the same questions (paired). It writes, under `--out`:
+for) and the accuracy (HRE), each with a Wilson 95% interval, the exact McNemar test of after vs
+before on the same questions (paired), and the mean number of lines per answer (a format rate
+bought by answering "#### N" with no reasoning shows there). It writes, under `--out`:
 
 - `learning.json`: the settings, every evaluation (with per-question flags) and the tests;
 - `learning_curve.png`: held-out format rate and accuracy against training examples, and the
@@ -53,15 +58,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--out", type=Path, default=Path("runs/learn_gsm8k_cpu"), help="output directory")
-    p.add_argument("--num-examples", type=int, default=32, help="training questions (one search + update each)")
+    p.add_argument("--num-examples", type=int, default=18, help="training questions (one search + update each)")
     p.add_argument("--eval-size", type=int, default=100, help="held-out GSM8K test questions")
-    p.add_argument("--eval-every", type=int, default=16, help="examples between held-out evaluations")
+    p.add_argument("--eval-every", type=int, default=18, help="examples between held-out evaluations")
     p.add_argument("--iterations", type=int, default=20, help="MCTS simulations per question")
     p.add_argument("--selection", choices=["ucb1", "puct"], default="ucb1")
     p.add_argument("--exploration", type=float, default=0.5, help="UCB1/PUCT c (training.yaml: sqrt 2)")
     p.add_argument("--student-steps", type=int, default=1, help="student proposals per expansion")
-    p.add_argument("--tokens-per-step", type=int, default=24, help="a student step is one line or at most this")
+    p.add_argument("--tokens-per-step", type=int, default=32, help="a student step is one line or at most this")
     p.add_argument("--max-depth", type=int, default=10)
+    p.add_argument("--hre-weight", type=float, default=1.0, help="leaf value's HRE weight (training.yaml: 0.4)")
+    p.add_argument("--pre-weight", type=float, default=0.1, help="leaf value's PRE weight (training.yaml: 0.6)")
+    p.add_argument("--length-penalty", type=float, default=0.0, help="leaf value's cost per step (training.yaml: 0.01)")
+    p.add_argument(
+        "--format-bonus", type=float, default=0.2, help="leaf value's bonus for a `#### N` answer (training.yaml: 0)"
+    )
     p.add_argument("--learning-rate", type=float, default=5e-4, help="LoRA learning rate (training.yaml: 1e-5)")
     p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=200, help="greedy answer length in the evaluations")
@@ -74,7 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def experiment_config(args: argparse.Namespace) -> Config:
-    """training.yaml's config with this experiment's search budget and learning rate."""
+    """training.yaml's config with this experiment's search budget, leaf-value weights and learning rate."""
     config = load_config()
     t = config.training
     mcts = dataclasses.replace(
@@ -88,8 +99,15 @@ def experiment_config(args: argparse.Namespace) -> Config:
         tokens_per_expansion=args.tokens_per_step,
         max_depth=args.max_depth,
     )
+    rewards = dataclasses.replace(
+        t.rewards,
+        hre_weight=args.hre_weight,
+        pre_weight=args.pre_weight,
+        length_penalty=args.length_penalty,
+        format_bonus=args.format_bonus,
+    )
     optimizer = dataclasses.replace(t.optimizer, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
-    training = dataclasses.replace(t, mcts=mcts, optimizer=optimizer)
+    training = dataclasses.replace(t, mcts=mcts, rewards=rewards, optimizer=optimizer)
     return dataclasses.replace(config, training=training)
 
 
@@ -137,11 +155,11 @@ def report(args: argparse.Namespace, results: Mapping[int, EvalResult]) -> dict[
         gained, lost, p = mcnemar_exact(flags(before), flags(after))
         tests[name] = {"gained": gained, "lost": lost, "p_value": p}
     print(f"\nheld-out: first {before.total} GSM8K test questions, greedy, {args.max_new_tokens} new tokens")
-    print(f"{'examples':>8}  {'#### format':>24}  {'accuracy':>24}")
+    print(f"{'examples':>8}  {'#### format':>24}  {'accuracy':>24}  {'lines/answer':>12}")
     for step, r in results.items():
         (fl, fh), (al, ah) = r.format_interval, r.accuracy_interval
         fmt, acc = f"{r.format_rate:>6.1%} [{fl:>5.1%}, {fh:>5.1%}]", f"{r.accuracy:>6.1%} [{al:>5.1%}, {ah:>5.1%}]"
-        print(f"{step:>8}  {fmt:>24}  {acc:>24}")
+        print(f"{step:>8}  {fmt:>24}  {acc:>24}  {r.mean_answer_lines:>12.1f}")
     for name, t in tests.items():
         print(f"McNemar exact, {name}: {t['gained']} questions gained, {t['lost']} lost, p = {t['p_value']:.2g}")
     return tests
@@ -205,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "search": dataclasses.asdict(config.training.mcts),
+        "rewards": dataclasses.asdict(config.training.rewards),
         "evaluations": {str(step): r.to_record() for step, r in results.items()},
         "mcnemar": tests,
     }

@@ -1,6 +1,6 @@
 """examples/learn_gsm8k_cpu.py end to end at a toy size: it trains, evaluates every checkpoint and reports.
 
-The figures of the real experiment (32 examples, 100 held-out questions) are in the README; this
+The figures of the real runs (18-36 examples, 100 held-out questions) are in the README; this
 only keeps the script from rotting: the run, the per-checkpoint evaluations, the paired test and
 the curve must all come out, consistent with one another.
 """
@@ -38,6 +38,8 @@ def test_the_experiment_runs_and_reports(gsm8k_dir: Path, smollm_dir: Path, tmp_
     gained, lost, p = mcnemar_exact(results[0].format_flags, results[2].format_flags)
     assert summary["mcnemar"]["format"] == {"gained": gained, "lost": lost, "p_value": p}
     assert summary["search"]["num_iterations"] == 2 and summary["search"]["num_right"] == 1
+    assert summary["rewards"]["hre_weight"] == 1.0 and summary["rewards"]["length_penalty"] == 0.0
+    assert all(len(r.answer_lines) == 2 for r in results.values())  # lines per answer are recorded
     assert (out / "learning_curve.png").stat().st_size > 0
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert "McNemar exact, format" in proc.stdout
