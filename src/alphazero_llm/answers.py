@@ -53,7 +53,15 @@ from fractions import Fraction
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Extraction", "answers_match", "extract", "extract_answer", "extract_strict", "parse_number"]
+__all__ = [
+    "Extraction",
+    "answers_match",
+    "extract",
+    "extract_answer",
+    "extract_strict",
+    "parse_number",
+    "worked_answer",
+]
 
 # --- LaTeX and typography -> plain text ---------------------------------------------------------
 
@@ -369,6 +377,23 @@ def extract_strict(text: str) -> str | None:
     """
     m = _STRICT.search(text)
     return m[1] if m and any(ch.isdigit() for ch in m[1]) else None
+
+
+def worked_answer(text: str) -> bool:
+    """Whether `text` states a `#### N` answer (`extract_strict`) that its own work arrives at.
+
+    The work arrives at N when N is one of the numbers of its last line that states any, as in
+    99.7% of GSM8K's reference solutions ("...48+24 = 72 clips.\n#### 72"). A bare "#### 2", or
+    "#### 2" after work that ends on other numbers, is a guess, not an answer the work supports:
+    a format reward that pays for it teaches a small model to guess (README, "Does it learn?").
+    """
+    m = _STRICT.search(text)
+    value = parse_number(m[1]) if m else None
+    if value is None:
+        return False
+    work = _normalise(text[: m.start()]).splitlines()
+    last = next((numbers for line in reversed(work) if (numbers := _numbers(line))), [])
+    return any(_value(n) == value for n in last)
 
 
 # --- parsing and comparing -----------------------------------------------------------------------
