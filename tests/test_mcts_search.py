@@ -129,17 +129,25 @@ def test_terminal_nodes_are_never_expanded():
     assert result.stats.terminal_nodes == 2
 
 
-def test_format_bonus_ranks_right_over_well_formed_wrong_over_uncommitted():
+def test_format_bonus_ranks_right_over_worked_wrong_over_guess_and_uncommitted():
     def steps(state: str, direction: str, n: int) -> list[str]:
-        return (
-            {"right": ["#### 7"], "wrong": ["#### 8"], "student": ["The answer is 7."]}[direction] if not state else []
-        )
+        return {
+            "right": ["3 + 4 = 7 apples. #### 7"],  # a step is one line: the work precedes the marker
+            "wrong": ["3 + 5 = 8 apples. #### 8"],
+            "student": ["#### 9", "The answer is 7."],
+        }[direction] if not state else []  # fmt: skip
 
     rewards = dataclasses.replace(HRE_ONLY, format_bonus=0.25)
-    result = run(Proposers(teacher=Scripted("t", steps), student=Scripted("s", steps)), cfg(num_student=1), rewards)
+    result = run(Proposers(teacher=Scripted("t", steps), student=Scripted("s", steps)), cfg(num_student=2), rewards)
     values = {t.text: t.reward for t in result.trajectories}
-    # "The answer is 7." is right but never states the answer in the asked format: it is not terminal.
-    assert values == {"#### 7": 1.25, "#### 8": 0.25, "The answer is 7.": 0.0}
+    # "#### 9" is well-formed but no work arrives at it: a guess earns no bonus. "The answer is 7." is
+    # right but never states the answer in the asked format: it is not terminal.
+    assert values == {
+        "3 + 4 = 7 apples. #### 7": 1.25,
+        "3 + 5 = 8 apples. #### 8": 0.25,
+        "#### 9": 0.0,
+        "The answer is 7.": 0.0,
+    }
 
 
 def test_depth_limit():

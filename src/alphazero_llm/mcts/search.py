@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from alphazero_llm.answers import extract_answer, extract_strict
+from alphazero_llm.answers import extract_answer, worked_answer
 from alphazero_llm.config import MCTSConfig, RewardsConfig
 from alphazero_llm.mcts.evaluate import Evaluator, leaf_value
 from alphazero_llm.mcts.proposers import ProposedStep, Proposer, Proposers
@@ -309,7 +309,7 @@ class _Search:
 
     def _formula(self, leaf: Node, hre: float) -> float:
         path = leaf.path()[1:]
-        formatted = leaf.terminal and extract_strict(leaf.state) is not None
+        formatted = leaf.terminal and worked_answer(leaf.state)
         return leaf_value([n.pre for n in path], [n.direction for n in path], hre, self.rewards, formatted)
 
     def _credit(self, path: list[Node], value: float) -> None:
