@@ -35,6 +35,8 @@ def test_evaluate_greedy_scores_with_hre_and_format() -> None:
     assert result.format_flags == (True, False, True)
     assert (result.correct, result.formatted, result.total) == (2, 2, 3)
     assert result.answer_lines == (2, 1, 1) and result.mean_answer_lines == pytest.approx(4 / 3)
+    assert result.worked_flags == (True, False, False)  # "#### 7" alone is a guess, not worked out
+    assert (result.worked, result.worked_rate) == (1, pytest.approx(1 / 3))
     assert student.calls == [(2, 0.0, 32), (1, 0.0, 32)]  # greedy, in batches of 2
     low, high = result.accuracy_interval
     assert low < 2 / 3 < high
@@ -44,8 +46,8 @@ def test_evaluate_greedy_scores_with_hre_and_format() -> None:
         "eval_before/format_ci_low", "eval_before/format_ci_high", "eval_before/n",
     }  # fmt: skip
     assert EvalResult.from_record(result.to_record()) == result
-    # A record written before answer_lines existed still reads back.
-    old_record = {k: v for k, v in result.to_record().items() if k != "answer_lines"}
+    # A record written before answer_lines and worked_flags existed still reads back.
+    old_record = {k: v for k, v in result.to_record().items() if k not in ("answer_lines", "worked_flags")}
     assert EvalResult.from_record(old_record) == EvalResult(result.correct_flags, result.format_flags)
 
 
@@ -54,6 +56,8 @@ def test_eval_result_rejects_unpaired_flags() -> None:
         EvalResult((True,), (True, False))
     with pytest.raises(ValueError, match="one entry per question, or none"):
         EvalResult((True,), (True,), (1, 2))
+    with pytest.raises(ValueError, match="worked_flags must have one entry per question, or none"):
+        EvalResult((True,), (True,), (), (True, False))
 
 
 def test_mcnemar_exact_known_values() -> None:

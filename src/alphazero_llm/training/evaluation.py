@@ -1,6 +1,7 @@
-"""Greedy GSM8K evaluation of the student: accuracy (`rewards.hre_score`) and the rate of well-formed
-`#### N` answers (`answers.extract_strict`), each with a Wilson 95% interval, kept per question so that
-two evaluations of the same questions can be compared pairwise (`mcnemar_exact`).
+"""Greedy GSM8K evaluation of the student: accuracy (`rewards.hre_score`), the rate of well-formed
+`#### N` answers (`answers.extract_strict`) and of those its own work arrives at (`answers.worked_answer`),
+each with a Wilson 95% interval, kept per question so that two evaluations of the same questions can be
+compared pairwise (`mcnemar_exact`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from alphazero_llm.answers import extract_strict
+from alphazero_llm.answers import extract_strict, worked_answer
 from alphazero_llm.rewards import hre_score
 
 logger = logging.getLogger(__name__)
@@ -33,12 +34,15 @@ class EvalResult:
     # Non-empty lines of each answer (empty when not recorded): a format rate bought by answering
     # "#### N" with no reasoning shows here as answers of one line.
     answer_lines: tuple[int, ...] = ()
+    # The `#### N` answer is on the last line of the answer's work (empty when not recorded).
+    worked_flags: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.correct_flags) != len(self.format_flags):
             raise ValueError("correct_flags and format_flags must have one entry per question")
-        if self.answer_lines and len(self.answer_lines) != len(self.correct_flags):
-            raise ValueError("answer_lines must have one entry per question, or none")
+        for name in ("answer_lines", "worked_flags"):
+            if getattr(self, name) and len(getattr(self, name)) != len(self.correct_flags):
+                raise ValueError(f"{name} must have one entry per question, or none")
 
     @property
     def total(self) -> int:
@@ -53,12 +57,20 @@ class EvalResult:
         return sum(self.format_flags)
 
     @property
+    def worked(self) -> int:
+        return sum(self.worked_flags)
+
+    @property
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else float("nan")
 
     @property
     def format_rate(self) -> float:
         return self.formatted / self.total if self.total else float("nan")
+
+    @property
+    def worked_rate(self) -> float:
+        return self.worked / self.total if self.worked_flags else float("nan")
 
     @property
     def mean_answer_lines(self) -> float:
@@ -71,6 +83,10 @@ class EvalResult:
     @property
     def format_interval(self) -> tuple[float, float]:
         return wilson_interval(self.formatted, self.total)
+
+    @property
+    def worked_interval(self) -> tuple[float, float]:
+        return wilson_interval(self.worked, self.total) if self.worked_flags else (math.nan, math.nan)
 
     def as_dict(self, prefix: str) -> dict[str, float]:
         (low, high), (f_low, f_high) = self.accuracy_interval, self.format_interval
@@ -85,9 +101,11 @@ class EvalResult:
                 "accuracy": self.accuracy, "low": low, "high": high,
                 "format_rate": self.format_rate, "format_low": f_low, "format_high": f_high,
                 "mean_answer_lines": self.mean_answer_lines if self.answer_lines else None,
+                "worked": self.worked if self.worked_flags else None,
                 "correct_flags": [int(f) for f in self.correct_flags],
                 "format_flags": [int(f) for f in self.format_flags],
-                "answer_lines": list(self.answer_lines)}  # fmt: skip
+                "answer_lines": list(self.answer_lines),
+                "worked_flags": [int(f) for f in self.worked_flags]}  # fmt: skip
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> EvalResult:
@@ -95,6 +113,7 @@ class EvalResult:
             tuple(bool(f) for f in record["correct_flags"]),
             tuple(bool(f) for f in record["format_flags"]),
             tuple(int(n) for n in record.get("answer_lines", ())),
+            tuple(bool(f) for f in record.get("worked_flags", ())),
         )
 
     def __str__(self) -> str:
@@ -102,6 +121,7 @@ class EvalResult:
         return (
             f"correct {self.correct}/{self.total} = {self.accuracy:.1%} (Wilson 95% CI {low:.1%}-{high:.1%}), "
             f"#### format {self.formatted}/{self.total} = {self.format_rate:.1%} (CI {f_low:.1%}-{f_high:.1%})"
+            + (f", worked out {self.worked}/{self.total}" if self.worked_flags else "")
         )
 
 
@@ -152,7 +172,7 @@ def evaluate_greedy(
     progress: bool = True,
     desc: str = "evaluating",
 ) -> EvalResult:
-    """Greedy (temperature 0) answers to `rows` ({question, answer}), each scored by hre_score and format.
+    """Greedy (temperature 0) answers to `rows` ({question, answer}), each scored by hre_score, format and work.
 
     Generated `batch_size` prompts at a time (the student's own batch size), behind a progress bar.
     """
@@ -171,4 +191,4 @@ def evaluate_greedy(
     correct = tuple(hre_score(t, str(r["answer"])) == 1.0 for t, r in zip(texts, rows, strict=True))
     formatted = tuple(extract_strict(t) is not None for t in texts)
     lines = tuple(sum(1 for line in t.splitlines() if line.strip()) for t in texts)
-    return EvalResult(correct, formatted, lines)
+    return EvalResult(correct, formatted, lines, tuple(worked_answer(t) for t in texts))
