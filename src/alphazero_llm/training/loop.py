@@ -4,9 +4,12 @@ Per example (one question):
 1. `QuestionSampler` picks the question (without replacement, cycling; seeded; checkpointed).
 2. `search_fn` runs the MCTS once; every root-to-leaf trajectory with text forms the group.
 3. The prompt is the chat-templated question (system prompt + question), the completion the
-   trajectory's text (plus EOS for a terminal one, so stopping is learnt). Old log-probs are
-   computed once, before the update, without grad; reference log-probs likewise under the
-   reference policy; all come from `StudentModel.token_logprobs` in one dtype.
+   trajectory's text (plus EOS for a terminal one, so stopping is learnt). Reference log-probs
+   are computed once, before the update, without grad, under the reference policy; all come from
+   `StudentModel.token_logprobs` in one dtype. No forward is spent on old log-probs: a group gets
+   exactly one gradient pass, with the weights that searched it (the optimiser steps after), so
+   the old policy is the current one and its log-probs are the current ones, detached (TRL's
+   `num_iterations=1`). The ratio is then 1 and its gradient the policy gradient.
 4. GRPO: `group_advantages` of the rewards, `grpo_loss` per micro-batch of `micro_batch_size`
    trajectories, each scaled by its share of the group and by 1/gradient_accumulation_steps, so
    the accumulated gradient is that of the whole group's loss. Legacy: `legacy_loss` likewise.
@@ -295,13 +298,10 @@ class Trainer:
         grpo, legacy, opt = self.config.grpo, self.config.legacy, self.config.optimizer
         use_grpo = self.settings.loss == "grpo"
         kl_weight = grpo.beta if use_grpo else legacy.kl_weight
-        everyone = range(group)
-        with torch.no_grad():
-            old = self._logprobs(batch, everyone) if use_grpo else None
-            ref = None
-            if kl_weight > 0:
-                with self.reference.active():
-                    ref = self._logprobs(batch, everyone)
+        ref = None
+        if kl_weight > 0:
+            with torch.no_grad(), self.reference.active():
+                ref = self._logprobs(batch, range(group))
         advantages = group_advantages(batch.rewards, grpo.advantage_clip)
         loss_total, kl_total = 0.0, 0.0
         self.student.model.train()
@@ -311,9 +311,8 @@ class Trainer:
                 logprobs, mask = pad(self._logprobs(batch, members))
                 ref_lp = pad([ref[i] for i in members])[0] if ref is not None else None
                 if use_grpo:
-                    assert old is not None
                     loss, stats = grpo_loss(
-                        logprobs, pad([old[i] for i in members])[0], ref_lp, advantages[members], mask,
+                        logprobs, logprobs.detach(), ref_lp, advantages[members], mask,
                         epsilon=grpo.clip_epsilon, beta=grpo.beta, entropy_coef=grpo.entropy_coef,
                     )  # fmt: skip
                 else:
