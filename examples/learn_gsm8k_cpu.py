@@ -73,6 +73,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--format-bonus", type=float, default=0.0, help="leaf value's bonus for a `#### N` answer (training.yaml: 0)"
     )
+    p.add_argument(
+        "--loss-type", choices=["grpo", "bnpo", "dr_grpo"], default="grpo",
+        help="GRPO loss normalisation (training.yaml: grpo); dr_grpo has no bias to short trajectories",
+    )  # fmt: skip
     p.add_argument("--learning-rate", type=float, default=5e-4, help="LoRA learning rate (training.yaml: 1e-5)")
     p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=200, help="greedy answer length in the evaluations")
@@ -107,7 +111,8 @@ def experiment_config(args: argparse.Namespace) -> Config:
         format_bonus=args.format_bonus,
     )
     optimizer = dataclasses.replace(t.optimizer, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
-    training = dataclasses.replace(t, mcts=mcts, rewards=rewards, optimizer=optimizer)
+    grpo = dataclasses.replace(t.grpo, loss_type=args.loss_type)
+    training = dataclasses.replace(t, mcts=mcts, rewards=rewards, optimizer=optimizer, grpo=grpo)
     return dataclasses.replace(config, training=training)
 
 
@@ -151,18 +156,25 @@ def curve(args: argparse.Namespace, config: Config, rows: Sequence[Mapping[str, 
 def report(args: argparse.Namespace, results: Mapping[int, EvalResult]) -> dict[str, Any]:
     before, after = results[0], results[max(results)]
     tests = {}
-    for name, flags in (("format", lambda r: r.format_flags), ("accuracy", lambda r: r.correct_flags)):
+    measures = [("format", lambda r: r.format_flags), ("accuracy", lambda r: r.correct_flags)]
+    if before.worked_flags and after.worked_flags:
+        measures.append(("worked", lambda r: r.worked_flags))
+    for name, flags in measures:
         gained, lost, p = mcnemar_exact(flags(before), flags(after))
         tests[name] = {"gained": gained, "lost": lost, "p_value": p}
     print(f"\nheld-out: first {before.total} GSM8K test questions, greedy, {args.max_new_tokens} new tokens")
-    print(f"{'examples':>8}  {'#### format':>24}  {'accuracy':>24}  {'lines/answer':>12}")
+    print(f"{'examples':>8}  {'#### format':>24}  {'worked out':>24}  {'accuracy':>24}  {'lines/answer':>12}")
     for step, r in results.items():
-        (fl, fh), (al, ah) = r.format_interval, r.accuracy_interval
-        fmt, acc = f"{r.format_rate:>6.1%} [{fl:>5.1%}, {fh:>5.1%}]", f"{r.accuracy:>6.1%} [{al:>5.1%}, {ah:>5.1%}]"
-        print(f"{step:>8}  {fmt:>24}  {acc:>24}  {r.mean_answer_lines:>12.1f}")
+        rates = [_rate(r.format_rate, r.format_interval), _rate(r.worked_rate, r.worked_interval),
+                 _rate(r.accuracy, r.accuracy_interval)]  # fmt: skip
+        print(f"{step:>8}  " + "  ".join(f"{rate:>24}" for rate in rates) + f"  {r.mean_answer_lines:>12.1f}")
     for name, t in tests.items():
         print(f"McNemar exact, {name}: {t['gained']} questions gained, {t['lost']} lost, p = {t['p_value']:.2g}")
     return tests
+
+
+def _rate(rate: float, interval: tuple[float, float]) -> str:
+    return f"{rate:>6.1%} [{interval[0]:>5.1%}, {interval[1]:>5.1%}]" if math.isfinite(rate) else "-"
 
 
 def plot(args: argparse.Namespace, results: Mapping[int, EvalResult]) -> Path:
@@ -174,10 +186,13 @@ def plot(args: argparse.Namespace, results: Mapping[int, EvalResult]) -> Path:
     records = [json.loads(line) for line in (args.out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     steps = list(results)
-    for label, rate, interval in (
+    measures = [
         ("held-out #### format", lambda r: r.format_rate, lambda r: r.format_interval),
         ("held-out accuracy", lambda r: r.accuracy, lambda r: r.accuracy_interval),
-    ):
+    ]
+    if all(r.worked_flags for r in results.values()):
+        measures.insert(1, ("held-out worked-out #### N", lambda r: r.worked_rate, lambda r: r.worked_interval))
+    for label, rate, interval in measures:
         values = [rate(results[s]) for s in steps]
         errors = [[v - interval(results[s])[0] for s, v in zip(steps, values, strict=True)],
                   [interval(results[s])[1] - v for s, v in zip(steps, values, strict=True)]]  # fmt: skip
@@ -224,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "search": dataclasses.asdict(config.training.mcts),
         "rewards": dataclasses.asdict(config.training.rewards),
+        "grpo": dataclasses.asdict(config.training.grpo),
         "evaluations": {str(step): r.to_record() for step, r in results.items()},
         "mcnemar": tests,
     }

@@ -145,6 +145,15 @@ def test_literal_choice(config_copy: Path):
         load_config(config_copy)
 
 
+def test_grpo_loss_type_is_one_of_the_normalisations(config_copy: Path):
+    assert load_config().training.grpo.loss_type == "grpo"
+    edit(config_copy, TRAINING_FILE, lambda d: d["grpo"].update(loss_type="dr_grpo"))
+    assert load_config(config_copy).training.grpo.loss_type == "dr_grpo"
+    edit(config_copy, TRAINING_FILE, lambda d: d["grpo"].update(loss_type="sum"))
+    with pytest.raises(ConfigError, match=r"grpo\.loss_type: expected one of \['grpo', 'bnpo', 'dr_grpo'\]"):
+        load_config(config_copy)
+
+
 def test_out_of_range_value(config_copy: Path):
     edit(config_copy, TRAINING_FILE, lambda d: d["rewards"].update(pre_discount=1.5))
     with pytest.raises(ConfigError, match=r"training\.yaml: rewards: pre_discount must be in \(0, 1\]"):

@@ -19,6 +19,7 @@ from alphazero_llm.config import Config, load_config
 from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
 from alphazero_llm.models.student import StudentModel
 from alphazero_llm.models.terminal import TerminalChecker
+from alphazero_llm.training.grpo import group_advantages, grpo_loss
 from alphazero_llm.training.loop import LoopSettings, Trainer, pad
 from alphazero_llm.training.metrics import summary_table, write_plots
 from alphazero_llm.training.optim import lr_factor
@@ -165,6 +166,39 @@ def test_loop_trains_logs_and_checkpoints(tmp_path: Path, smollm_dir: Path) -> N
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
+def test_update_loss_is_the_whole_groups_grpo_loss(tmp_path: Path, smollm_dir: Path, loss_type: str) -> None:
+    """Micro-batches of 2, accumulated, give grpo_loss of the whole group, with the configured normalisation."""
+    config = small_config()
+    training = dataclasses.replace(config.training, grpo=dataclasses.replace(config.training.grpo, loss_type=loss_type))
+    trainer = make_trainer(tmp_path, smollm_dir, num_examples=1, config=dataclasses.replace(config, training=training))
+    row = ROWS[0]
+    result = trainer.search_fn(row["question"], row["answer"], random.Random(0), 0)
+    batch = trainer.tokenise(row["question"], result.trajectories)
+    group = len(batch.completion_ids)
+    assert group > 2 and len({len(c) for c in batch.completion_ids}) > 1  # several micro-batches, unequal lengths
+    grpo, size = training.grpo, training.optimizer.micro_batch_size
+    advantages = group_advantages(batch.rewards, grpo.advantage_clip)
+    expected = 0.0
+    with torch.no_grad(), trainer.reference.active():
+        ref = trainer._logprobs(batch, range(group))
+    with torch.no_grad():
+        logprobs = trainer._logprobs(batch, range(group))
+        # The whole group at once, except for bnpo, which TRL (and the loop) average per micro-batch.
+        parts = (
+            [range(i, min(group, i + size)) for i in range(0, group, size)] if loss_type == "bnpo" else [range(group)]
+        )
+        for members in parts:
+            lp, mask = pad([logprobs[i] for i in members])
+            loss, _ = grpo_loss(
+                lp, lp, pad([ref[i] for i in members])[0], advantages[list(members)], mask,
+                epsilon=grpo.clip_epsilon, beta=grpo.beta, loss_type=loss_type,
+                max_completion_length=trainer.settings.max_completion_tokens,
+            )  # fmt: skip
+            expected += float(loss) * len(members) / group
+    assert trainer.update(batch)["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
 def test_search_runs_once_per_example(tmp_path: Path, smollm_dir: Path) -> None:

@@ -284,6 +284,10 @@ class RewardsConfig:
         _require(0.0 < self.pre_discount <= 1.0, "pre_discount must be in (0, 1]")
 
 
+# How the per-token GRPO loss is averaged (`training.grpo.aggregate`, TRL's `loss_type`).
+GRPOLossType = Literal["grpo", "bnpo", "dr_grpo"]
+
+
 @dataclass(frozen=True)
 class GRPOConfig:
     beta: float
@@ -291,6 +295,7 @@ class GRPOConfig:
     advantage_clip: float
     entropy_coef: float
     update_ref_every: int
+    loss_type: GRPOLossType = "grpo"
 
     def __post_init__(self) -> None:
         _require(self.beta >= 0, "beta must be >= 0")

@@ -19,15 +19,16 @@ The reference log-probs come from the base model with the LoRA adapter disabled
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import get_args
 
 import torch
 from torch import Tensor
 
+from alphazero_llm.config import GRPOLossType as LossType
+
 logger = logging.getLogger(__name__)
 
-LossType = Literal["grpo", "bnpo", "dr_grpo"]
-LOSS_TYPES: tuple[LossType, ...] = ("grpo", "bnpo", "dr_grpo")
+LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
 
 
 def group_advantages(rewards: Tensor, clip: float, eps: float = 1e-6) -> Tensor:

@@ -12,7 +12,8 @@ Per example (one question):
    `num_iterations=1`). The ratio is then 1 and its gradient the policy gradient.
 4. GRPO: `group_advantages` of the rewards, `grpo_loss` per micro-batch of `micro_batch_size`
    trajectories, each scaled by its share of the group and by 1/gradient_accumulation_steps, so
-   the accumulated gradient is that of the whole group's loss. Legacy: `legacy_loss` likewise.
+   the accumulated gradient is that of the whole group's loss ("bnpo" averages each micro-batch's
+   tokens, as TRL does). `grpo.loss_type` picks the normalisation. Legacy: `legacy_loss` likewise.
 5. Every `gradient_accumulation_steps` examples: clip to `max_grad_norm`, AdamW step, LR schedule step.
    A NaN/inf loss or gradient norm skips the update (logged); the gradients are dropped, never applied.
 
@@ -314,6 +315,7 @@ class Trainer:
                     loss, stats = grpo_loss(
                         logprobs, logprobs.detach(), ref_lp, advantages[members], mask,
                         epsilon=grpo.clip_epsilon, beta=grpo.beta, entropy_coef=grpo.entropy_coef,
+                        loss_type=grpo.loss_type, max_completion_length=self.settings.max_completion_tokens,
                     )  # fmt: skip
                 else:
                     loss, stats = legacy_loss(
