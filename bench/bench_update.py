@@ -14,9 +14,10 @@ micro-batch size) and models.yaml's LoRA dropout (`--lora-dropout` overrides it 
 
 What one step is, per variant (each runs in its own subprocess):
 
-- ours: `Trainer.update(batch)`: old and reference log-probs without grad (`StudentModel.token_logprobs`,
+- ours: `Trainer.update(batch)`: reference log-probs without grad (`StudentModel.token_logprobs`,
   the reference via `StudentModel.reference()`, i.e. the adapter disabled), then `grpo_loss` per
-  micro-batch, backward, clip, AdamW step.
+  micro-batch (on-policy, the old log-probs are the policy's own, detached, as TRL's), backward,
+  clip, AdamW step.
 - trl: a real `trl.GRPOTrainer` built on the same base model with the same `peft.LoraConfig`
   (TRL wraps it; its reference is then the adapter disabled too, `ref_model is None`), `loss_type="grpo"`,
   the same beta / epsilon / optimiser (`adamw_torch`), no gradient checkpointing, no bf16 autocast,
@@ -26,10 +27,9 @@ What one step is, per variant (each runs in its own subprocess):
   reference log-probs under `use_adapter(model, None)`, `_compute_loss` per micro-batch, backward,
   clip, optimiser step). The time of one step is from `on_step_begin` to `on_step_end` of a
   callback, which brackets exactly that. TRL on-policy (num_iterations=1) does NOT compute old
-  log-probs: it uses the detached policy log-probs, so it runs one no-grad forward fewer than ours.
+  log-probs: it uses the detached policy log-probs, as ours does, so both run the same passes.
 - trl+old: the same with `num_iterations=2`, the setting in which TRL does compute old log-probs
-  (one more no-grad forward, as ours); only the steps that score the rollouts are timed, so the
-  work matches ours.
+  (one no-grad forward more than ours); only the steps that score the rollouts are timed.
 
 Time: median over `--repeats` steps after one warm-up, wall clock and process CPU time (with one
 torch thread, CPU time is the figure a busy machine disturbs least). Memory: RSS before the first
@@ -45,22 +45,21 @@ Caveats: on CPU, TRL's fused LM head scores every position (the prompt's too) wi
 fallback, because its compact Triton path is for CUDA/XPU only; on a GPU TRL scores only the
 completion, so these ratios are CPU ratios. Ours runs the prompt once per micro-batch (shared KV
 cache) and the LM head only on completion tokens. The first-step loss and grad norm are a check
-that both sides compute the same update; with LoRA dropout on they differ by the dropout masks
-(and ours takes old log-probs in eval mode, without dropout, so its ratio is not exactly 1 on-policy,
-whereas TRL's is). With `--lora-dropout 0 --repeats 1 --max-completion-tokens 64` the three grad
+that both sides compute the same update; with LoRA dropout on they differ by the dropout masks.
+With `--lora-dropout 0 --repeats 1 --max-completion-tokens 64` the three grad
 norms agree to 4 digits (0.2244 each) and the losses are 2.7e-4 (ours) vs 2.2e-4 (TRL): bf16
 rounding of the KL term. TRL's advantages use eps 1e-4 where ours use 1e-6 (max difference 5.6e-4).
 
-Results (2026-11-26, this machine: 2 CPU cores, another training job running beside it; defaults:
-prompt 98 tokens, G=8 completions of 1688 tokens in all, longest 256, bf16, 1 thread):
+Results (2026-11-26, this machine: 2 CPU cores, a training run beside it; defaults: prompt 98
+tokens, G=8 completions of 1688 tokens in all, longest 256, bf16, 1 thread):
 
     variant      wall s      cpu s   pre-step  step peak     step +  proc peak  loss(1st) gnorm(1st)
-    ours          38.06      28.65      907.0     4529.9     3622.9     4529.9    0.00207     0.1235
-    trl           39.00      38.36      840.8     6442.8     5602.1     6442.8    0.00031     0.1309
-    trl+old       46.11      45.68      841.3     6036.0     5194.6     6036.0    0.00124     0.1481
-    ours / trl: time 0.98x, cpu time 0.75x, step peak 0.70x, step growth 0.65x
-    ours / trl+old: time 0.83x, cpu time 0.63x, step peak 0.75x, step growth 0.70x
-    (memory in MiB of RSS; ours' wall time was stretched by the other job: 38.1 s wall for 28.7 s CPU)
+    ours          21.50      21.06      906.0     4552.6     3646.5     4552.6    0.00034     0.1299
+    trl           39.32      38.26      842.6     6356.8     5514.3     6356.8    0.00031     0.1309
+    trl+old       51.77      47.15      839.1     6444.0     5604.9     6444.0    0.00124     0.1481
+    ours / trl: time 0.55x, cpu time 0.55x, step peak 0.72x, step growth 0.66x
+    ours / trl+old: time 0.42x, cpu time 0.45x, step peak 0.71x, step growth 0.65x
+    (memory in MiB of RSS)
 
     checks: same adapter weights, same parameter bytes (293.8 MiB), 1 torch thread each;
     TRL: ref_model is None, no 'ref' adapter added; old log-probs computed: trl no, trl+old yes.
@@ -72,10 +71,10 @@ prompt 98 tokens, G=8 completions of 1688 tokens in all, longest 256, bf16, 1 th
     seed's reference: copy.deepcopy(model)         587.7 MiB  (+293.8 MiB, 308106112 bytes), RSS +305.1
     ours, snapshot adapter (update_ref_every>0)    331.1 MiB  (+37.3 MiB, 39075840 bytes)
 
+Ours ran a separate no-grad forward for the old log-probs until commit dff3295 (then 28.65 s CPU,
+0.75x TRL's); on-policy that forward gave the current policy's log-probs again, so it was dropped.
 Shorter completions (16 or 64 tokens, `--repeats 1`, where the prompt weighs more) gave ours 0.32-0.55x
-TRL's time (wall and CPU, three short runs). At the default 256, ours uses 0.75x TRL's on-policy CPU time although it
-runs one no-grad forward more than TRL (the old log-probs, about 6 s of its 29 s CPU when timed on
-their own): on-policy, that forward could be replaced by the detached policy log-probs, as TRL does.
+TRL's time with that forward (wall and CPU, three short runs).
 """
 
 from __future__ import annotations
