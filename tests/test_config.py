@@ -146,9 +146,9 @@ def test_literal_choice(config_copy: Path):
 
 
 def test_grpo_loss_type_is_one_of_the_normalisations(config_copy: Path):
-    assert load_config().training.grpo.loss_type == "grpo"
-    edit(config_copy, TRAINING_FILE, lambda d: d["grpo"].update(loss_type="dr_grpo"))
-    assert load_config(config_copy).training.grpo.loss_type == "dr_grpo"
+    assert load_config().training.grpo.loss_type == "dr_grpo"
+    edit(config_copy, TRAINING_FILE, lambda d: d["grpo"].update(loss_type="grpo"))
+    assert load_config(config_copy).training.grpo.loss_type == "grpo"
     edit(config_copy, TRAINING_FILE, lambda d: d["grpo"].update(loss_type="sum"))
     with pytest.raises(ConfigError, match=r"grpo\.loss_type: expected one of \['grpo', 'bnpo', 'dr_grpo'\]"):
         load_config(config_copy)

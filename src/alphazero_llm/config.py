@@ -295,7 +295,7 @@ class GRPOConfig:
     advantage_clip: float
     entropy_coef: float
     update_ref_every: int
-    loss_type: GRPOLossType = "grpo"
+    loss_type: GRPOLossType = "dr_grpo"
 
     def __post_init__(self) -> None:
         _require(self.beta >= 0, "beta must be >= 0")
