@@ -19,12 +19,13 @@ on the embedded student, SmolLM2-135M-Instruct (bf16 LoRA r=32, CPU), with
 What it measures: greedy answers (`--max-new-tokens`) of the student on the first `--eval-size`
 GSM8K *test* questions, none of which is trained on, before training, at every `--eval-every`
 examples, and after: the rate of well-formed `#### N` answers (the format the system prompt asks
-for) and the accuracy (HRE), each with a Wilson 95% interval, the exact McNemar test of after vs
-before on the same questions (paired), and the mean number of lines per answer (a format rate
-bought by answering "#### N" with no reasoning shows there). It writes, under `--out`:
+for), the rate of those the answer's own work arrives at (`answers.worked_answer`: a bare "#### N"
+guess is well-formed but not worked out) and the accuracy (HRE), each with a Wilson 95% interval
+and the exact McNemar test of after vs before on the same questions (paired), and the mean
+number of lines per answer. It writes, under `--out`:
 
 - `learning.json`: the settings, every evaluation (with per-question flags) and the tests;
-- `learning_curve.png`: held-out format rate and accuracy against training examples, and the
+- `learning_curve.png`: held-out format, worked-out and accuracy rates against training examples, and the
   training reward (mean of each search's group) on a second axis;
 - the run's own checkpoints, `metrics.jsonl` and `plots/`.
 
@@ -52,6 +53,8 @@ from alphazero_llm.training.run import EVAL_FILE, run, run_settings
 
 logger = logging.getLogger("learn_gsm8k_cpu")
 
+LEARNING_FILE = "learning.json"
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -71,15 +74,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pre-weight", type=float, default=0.1, help="leaf value's PRE weight (training.yaml: 0.6)")
     p.add_argument("--length-penalty", type=float, default=0.0, help="leaf value's cost per step (training.yaml: 0.01)")
     p.add_argument(
-        "--format-bonus", type=float, default=0.0, help="leaf value's bonus for a `#### N` answer (training.yaml: 0)"
+        "--format-bonus",
+        type=float,
+        default=0.2,
+        help="leaf value's bonus for a worked-out `#### N` answer (training.yaml: 0)",
     )
     p.add_argument(
-        "--loss-type", choices=["grpo", "bnpo", "dr_grpo"], default="grpo",
-        help="GRPO loss normalisation (training.yaml: grpo); dr_grpo has no bias to short trajectories",
+        "--loss-type", choices=["grpo", "bnpo", "dr_grpo"], default="dr_grpo",
+        help="GRPO loss normalisation (training.yaml: dr_grpo); grpo favours short trajectories",
     )  # fmt: skip
     p.add_argument("--learning-rate", type=float, default=5e-4, help="LoRA learning rate (training.yaml: 1e-5)")
     p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=200, help="greedy answer length in the evaluations")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its latest checkpoint up to --num-examples (same settings)",
+    )  # fmt: skip
     p.add_argument(
         "--analyse-only", action="store_true", help="skip training; evaluate and report the run already in --out"
     )
@@ -125,6 +135,8 @@ def train(args: argparse.Namespace, config: Config) -> None:
     ]  # fmt: skip
     if args.dataset_path:
         argv += ["--dataset-path", args.dataset_path]
+    if args.resume:
+        argv.append("--resume")
     settings = run_settings(build_parser(config).parse_args(argv), config, "cpu")
     # The curve needs every checkpoint's adapter; the default keeps the last three.
     settings = dataclasses.replace(settings, loop=dataclasses.replace(settings.loop, keep_last=None))
@@ -135,11 +147,28 @@ def train(args: argparse.Namespace, config: Config) -> None:
     )))  # fmt: skip
 
 
+def earlier_evaluations(args: argparse.Namespace) -> dict[int, EvalResult]:
+    """The checkpoint evaluations of an earlier report in --out (a run now resumed), if it used the same questions."""
+    path = args.out / LEARNING_FILE
+    if not path.is_file():
+        return {}
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    same = {k: summary["settings"].get(k) for k in ("eval_size", "max_new_tokens", "dataset_path")}
+    if same != {"eval_size": args.eval_size, "max_new_tokens": args.max_new_tokens, "dataset_path": args.dataset_path}:
+        logger.info("%s evaluated other questions or answer lengths (%s); evaluating again", path, same)
+        return {}
+    return {int(step): EvalResult.from_record(record) for step, record in summary["evaluations"].items()}
+
+
 def curve(args: argparse.Namespace, config: Config, rows: Sequence[Mapping[str, Any]]) -> dict[int, EvalResult]:
-    """Held-out evaluation of every intermediate checkpoint (the run itself evaluated before and after)."""
+    """Held-out evaluation of every intermediate checkpoint (the run itself evaluated before and after).
+
+    A checkpoint that an earlier report in --out evaluated already (before a --resume) is not evaluated again.
+    """
     evals = json.loads((args.out / EVAL_FILE).read_text(encoding="utf-8"))
-    results = {0: EvalResult.from_record(evals["before"]), args.num_examples: EvalResult.from_record(evals["after"])}
-    checkpoints = [(step, path) for step, path in list_checkpoints(args.out) if 0 < step < args.num_examples]
+    results = {step: r for step, r in earlier_evaluations(args).items() if 0 < step < args.num_examples}
+    results |= {0: EvalResult.from_record(evals["before"]), args.num_examples: EvalResult.from_record(evals["after"])}
+    checkpoints = [(step, path) for step, path in list_checkpoints(args.out) if step not in results]
     if checkpoints:
         student = StudentModel.load(StudentSpec(name="embedded", device="cpu"), config.models)
         for step, path in checkpoints:
@@ -243,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluations": {str(step): r.to_record() for step, r in results.items()},
         "mcnemar": tests,
     }
-    (args.out / "learning.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    print(f"wrote {path} and {args.out / 'learning.json'}")
+    (args.out / LEARNING_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(f"wrote {path} and {args.out / LEARNING_FILE}")
     return 0
 
 
