@@ -24,7 +24,6 @@ from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker
 
 pytestmark = pytest.mark.slow
-SEARCH_BUDGET_S = 180.0  # all three searches together; measured 46 s on this 2-core CPU
 
 
 def test_search_with_the_real_student_and_teacher(smollm_dir, smollm_server, gsm8k_dir, tmp_path):
@@ -79,8 +78,7 @@ def test_search_with_the_real_student_and_teacher(smollm_dir, smollm_server, gsm
     start = time.perf_counter()
     results, credited = asyncio.run(main())
     elapsed = time.perf_counter() - start
-    print(f"\n3 searches in {elapsed:.1f}s")
-    assert elapsed < SEARCH_BUDGET_S
+    print(f"\n3 searches in {elapsed:.1f}s")  # 46 s on this 2-core CPU when idle; timings belong in bench/
     assert credited > 0  # the bandit saw backed-up values
     for i, result in enumerate(results):
         s = result.stats
