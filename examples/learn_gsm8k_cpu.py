@@ -1,6 +1,6 @@
 """Does MCTS + GRPO teach SmolLM2-135M anything? A CPU experiment with a held-out before/after test.
 
-    GSM8K_PATH=../shared/data/gsm8k python examples/learn_gsm8k_cpu.py            # ~55 min on 2 idle cores
+    GSM8K_PATH=../shared/data/gsm8k python examples/learn_gsm8k_cpu.py            # ~50 min on 2 idle cores
     python examples/learn_gsm8k_cpu.py --num-examples 4 --eval-size 8 --eval-every 2  # a smoke run
 
 What it runs: `train_vllm.py`'s own `run()` (the same search, Trainer, checkpoints, metrics and plots)
@@ -10,11 +10,13 @@ on the embedded student, SmolLM2-135M-Instruct (bf16 LoRA r=32, CPU), with
   line is a "right" step, the line with a number changed a "wrong" one), beside the student's own
   sampled steps (continuations of its own answer). Offline and free; an API teacher ensemble plays
   this part on a GPU machine;
-- the GRPO loss, one search per training question (GSM8K *train* split, seeded shuffle);
+- the GRPO loss with the `dr_grpo` normalisation, one search per training question (GSM8K
+  *train* split, seeded shuffle); with `--loss-type grpo` the student learns to answer "#### N"
+  at once (the README's run v5);
 - a search budget and learning rate sized for a CPU, and leaf values in which the answer counts
-  most: HRE weight 1, PRE 0.1, no length penalty and no format bonus: with either, the student
-  learns to answer "#### N" at once (the README's runs v2 and v4) (flags below; the defaults
-  are printed).
+  most: HRE weight 1, PRE 0.1, no length penalty, and a format bonus of 0.2 for a worked-out
+  `#### N` answer, never for a bare guess (runs v2 and v4 paid guesses, and the student learnt to
+  guess). The flags are below; `--help` prints the defaults.
 
 What it measures: greedy answers (`--max-new-tokens`) of the student on the first `--eval-size`
 GSM8K *test* questions, none of which is trained on, before training, at every `--eval-every`
