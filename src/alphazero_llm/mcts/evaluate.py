@@ -17,7 +17,7 @@ For a leaf at depth d whose path from the root holds the steps s_1..s_d:
 - d: the number of steps; R and W: how many of them a teacher proposed as "right" and as
   "wrong" (the student's own steps count in neither).
 - F: 1 when the leaf is terminal and states its answer as `#### N`, the format the system prompt
-  asks for, with N on the last line of its work (`answers.worked_answer`); else 0. With H it
+  asks for, with N on the last numbered line of its work (`answers.worked_answer`); else 0. With H it
   ranks a right answer above a worked wrong one, and both above a solution that never commits
   to an answer. A bare "#### N" earns no F: paid for it, a small student learns to guess.
 
