@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -149,8 +150,17 @@ def train(args: argparse.Namespace, config: Config) -> None:
     )))  # fmt: skip
 
 
-def earlier_evaluations(args: argparse.Namespace) -> dict[int, EvalResult]:
-    """The checkpoint evaluations of an earlier report in --out (a run now resumed), if it used the same questions."""
+def adapter_digest(checkpoint: Path) -> str:
+    """SHA-256 of a checkpoint's adapter weights: which policy an evaluation scored."""
+    return hashlib.sha256((checkpoint / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def earlier_evaluations(args: argparse.Namespace, checkpoints: Mapping[int, Path]) -> dict[int, EvalResult]:
+    """The evaluations of an earlier report in --out (a run now resumed) of these very checkpoints.
+
+    Reused only for the same questions and answer length, and only where the checkpoint's adapter is
+    byte for byte the one evaluated then (a fresh run in the same --out overwrites the checkpoints).
+    """
     path = args.out / LEARNING_FILE
     if not path.is_file():
         return {}
@@ -159,7 +169,12 @@ def earlier_evaluations(args: argparse.Namespace) -> dict[int, EvalResult]:
     if same != {"eval_size": args.eval_size, "max_new_tokens": args.max_new_tokens, "dataset_path": args.dataset_path}:
         logger.info("%s evaluated other questions or answer lengths (%s); evaluating again", path, same)
         return {}
-    return {int(step): EvalResult.from_record(record) for step, record in summary["evaluations"].items()}
+    digests = summary.get("adapter_sha256", {})
+    return {
+        int(step): EvalResult.from_record(record)
+        for step, record in summary["evaluations"].items()
+        if int(step) in checkpoints and digests.get(step) == adapter_digest(checkpoints[int(step)])
+    }
 
 
 def curve(args: argparse.Namespace, config: Config, rows: Sequence[Mapping[str, Any]]) -> dict[int, EvalResult]:
@@ -168,9 +183,10 @@ def curve(args: argparse.Namespace, config: Config, rows: Sequence[Mapping[str, 
     A checkpoint that an earlier report in --out evaluated already (before a --resume) is not evaluated again.
     """
     evals = json.loads((args.out / EVAL_FILE).read_text(encoding="utf-8"))
-    results = {step: r for step, r in earlier_evaluations(args).items() if 0 < step < args.num_examples}
+    saved = dict(list_checkpoints(args.out))
+    results = {step: r for step, r in earlier_evaluations(args, saved).items() if 0 < step < args.num_examples}
     results |= {0: EvalResult.from_record(evals["before"]), args.num_examples: EvalResult.from_record(evals["after"])}
-    checkpoints = [(step, path) for step, path in list_checkpoints(args.out) if step not in results]
+    checkpoints = [(step, path) for step, path in saved.items() if step not in results]
     if checkpoints:
         student = StudentModel.load(StudentSpec(name="embedded", device="cpu"), config.models)
         for step, path in checkpoints:
@@ -272,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rewards": dataclasses.asdict(config.training.rewards),
         "grpo": dataclasses.asdict(config.training.grpo),
         "evaluations": {str(step): r.to_record() for step, r in results.items()},
+        "adapter_sha256": {str(step): adapter_digest(path) for step, path in list_checkpoints(args.out)},
         "mcnemar": tests,
     }
     (args.out / LEARNING_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -55,4 +55,15 @@ def test_the_experiment_runs_and_reports(gsm8k_dir: Path, smollm_dir: Path, tmp_
     again = json.loads((out / "learning.json").read_text(encoding="utf-8"))
     assert sorted(again["evaluations"], key=int) == ["0", "1", "2", "3"]
     assert all(again["evaluations"][k] == summary["evaluations"][k] for k in ("0", "1", "2"))
+    assert sorted(again["adapter_sha256"], key=int) == ["1", "2", "3"]
+
+    # An evaluation of other adapter weights (a fresh run since) is never reused.
+    again["adapter_sha256"]["1"] = "0" * 64
+    (out / "learning.json").write_text(json.dumps(again), encoding="utf-8")
+    analysed = subprocess.run(
+        [*argv, "--num-examples", "3", "--analyse-only"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert analysed.returncode == 0, analysed.stderr[-4000:]
+    assert "held-out eval at example 1" in analysed.stderr and "held-out eval at example 2" not in analysed.stderr
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
