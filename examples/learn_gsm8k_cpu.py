@@ -155,11 +155,11 @@ def adapter_digest(checkpoint: Path) -> str:
     return hashlib.sha256((checkpoint / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
 
 
-def earlier_evaluations(args: argparse.Namespace, checkpoints: Mapping[int, Path]) -> dict[int, EvalResult]:
+def earlier_evaluations(args: argparse.Namespace, digests: Mapping[int, str]) -> dict[int, EvalResult]:
     """The evaluations of an earlier report in --out (a run now resumed) of these very checkpoints.
 
-    Reused only for the same questions and answer length, and only where the checkpoint's adapter is
-    byte for byte the one evaluated then (a fresh run in the same --out overwrites the checkpoints).
+    Reused only for the same questions and answer length, and only where the checkpoint's adapter digest
+    (`digests`, by step) is the one evaluated then (a fresh run in the same --out overwrites the checkpoints).
     """
     path = args.out / LEARNING_FILE
     if not path.is_file():
@@ -169,27 +169,32 @@ def earlier_evaluations(args: argparse.Namespace, checkpoints: Mapping[int, Path
     if same != {"eval_size": args.eval_size, "max_new_tokens": args.max_new_tokens, "dataset_path": args.dataset_path}:
         logger.info("%s evaluated other questions or answer lengths (%s); evaluating again", path, same)
         return {}
-    digests = summary.get("adapter_sha256", {})
+    evaluated = summary.get("adapter_sha256", {})
     return {
         int(step): EvalResult.from_record(record)
         for step, record in summary["evaluations"].items()
-        if int(step) in checkpoints and digests.get(step) == adapter_digest(checkpoints[int(step)])
+        if evaluated.get(step) is not None and evaluated[step] == digests.get(int(step))
     }
 
 
-def curve(args: argparse.Namespace, config: Config, rows: Sequence[Mapping[str, Any]]) -> dict[int, EvalResult]:
+def curve(
+    args: argparse.Namespace,
+    config: Config,
+    rows: Sequence[Mapping[str, Any]],
+    checkpoints: Mapping[int, Path],
+    digests: Mapping[int, str],
+) -> dict[int, EvalResult]:
     """Held-out evaluation of every intermediate checkpoint (the run itself evaluated before and after).
 
     A checkpoint that an earlier report in --out evaluated already (before a --resume) is not evaluated again.
     """
     evals = json.loads((args.out / EVAL_FILE).read_text(encoding="utf-8"))
-    saved = dict(list_checkpoints(args.out))
-    results = {step: r for step, r in earlier_evaluations(args, saved).items() if 0 < step < args.num_examples}
+    results = {step: r for step, r in earlier_evaluations(args, digests).items() if 0 < step < args.num_examples}
     results |= {0: EvalResult.from_record(evals["before"]), args.num_examples: EvalResult.from_record(evals["after"])}
-    checkpoints = [(step, path) for step, path in saved.items() if step not in results]
-    if checkpoints:
+    todo = [(step, path) for step, path in checkpoints.items() if step not in results]
+    if todo:
         student = StudentModel.load(StudentSpec(name="embedded", device="cpu"), config.models)
-        for step, path in checkpoints:
+        for step, path in todo:
             student.load_adapter(path / "adapter")
             result = evaluate_greedy(
                 student, rows, config.training.environment.system_prompt, args.max_new_tokens,
@@ -279,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = list(load_gsm8k(ds.eval_split, source, args.eval_size))
     if not args.analyse_only:
         train(args, config)
-    results = curve(args, config, rows)
+    checkpoints = dict(list_checkpoints(args.out))
+    digests = {step: adapter_digest(path) for step, path in checkpoints.items()}
+    results = curve(args, config, rows, checkpoints, digests)
     tests = report(args, results)
     path = plot(args, results)
     summary = {
@@ -288,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rewards": dataclasses.asdict(config.training.rewards),
         "grpo": dataclasses.asdict(config.training.grpo),
         "evaluations": {str(step): r.to_record() for step, r in results.items()},
-        "adapter_sha256": {str(step): adapter_digest(path) for step, path in list_checkpoints(args.out)},
+        "adapter_sha256": {str(step): digest for step, digest in digests.items()},
         "mcnemar": tests,
     }
     (args.out / LEARNING_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")

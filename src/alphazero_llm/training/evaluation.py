@@ -34,7 +34,8 @@ class EvalResult:
     # Non-empty lines of each answer (empty when not recorded): a format rate bought by answering
     # "#### N" with no reasoning shows here as answers of one line.
     answer_lines: tuple[int, ...] = ()
-    # The `#### N` answer is on the last line of the answer's work (empty when not recorded).
+    # The `#### N` answer is on the last numbered line of the answer's work (`answers.worked_answer`;
+    # empty when not recorded).
     worked_flags: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
