@@ -17,6 +17,7 @@ from alphazero_llm.config import (
     ConfigError,
     default_config_dir,
     load_config,
+    override,
 )
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -192,8 +193,25 @@ def test_yaml_tags_are_not_executed(config_copy: Path):
         load_config(config_copy)
 
 
-def test_cpu_search_budget_is_checked_as_an_mcts_config(config_copy: Path):
-    assert load_config().training.cpu_mcts.num_iterations == load_config().training.cpu.mcts.num_iterations
+def test_cpu_overlay_is_checked_as_a_training_config(config_copy: Path):
+    config = load_config()
+    assert config.training_on_cpu.mcts.num_iterations == 4 != config.training.mcts.num_iterations
+    assert config.for_device("cpu").training == config.training_on_cpu
+    assert config.for_device("cuda") == config
     edit(config_copy, TRAINING_FILE, lambda d: d["cpu"]["mcts"].update(num_iterations=0))
-    with pytest.raises(ConfigError, match=r"training\.yaml: .*cpu\.mcts: num_iterations must be positive"):
+    with pytest.raises(ConfigError, match=r"cpu overlay.*mcts: num_iterations must be positive"):
         load_config(config_copy)
+    edit(config_copy, TRAINING_FILE, lambda d: d["cpu"]["mcts"].update(num_iterations=4, no_such_key=1))
+    with pytest.raises(ConfigError, match=r"cpu\.mcts\.no_such_key: not a key"):
+        load_config(config_copy)
+
+
+def test_override_replaces_dotted_keys_and_validates():
+    training = load_config().training
+    changed = override(training, {"seed": 7, "mcts.num_iterations": 3, "run.loss": None})
+    assert (changed.seed, changed.mcts.num_iterations, changed.run.loss) == (7, 3, training.run.loss)
+    assert changed.mcts.max_depth == training.mcts.max_depth and training.mcts.num_iterations != 3
+    with pytest.raises(ValueError, match="num_iterations must be positive"):
+        override(training, {"mcts.num_iterations": 0})
+    with pytest.raises(ConfigError, match="no key 'nope'"):
+        override(training, {"mcts.nope": 1})

@@ -10,27 +10,18 @@ that names the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Literal
 
-import yaml
+# The config's API includes the schema functions: `ConfigError`, `build`, `override` (re-exported).
+from alphazero_llm.schema import ConfigError, build, load_yaml_as, overlay, override, read_yaml  # noqa: F401
 
 MODELS_FILE = "models.yaml"
 TEACHERS_FILE = "teacher_models.yaml"
 TRAINING_FILE = "training.yaml"
-
-
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file is malformed; the message names the file and the key."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -234,10 +225,6 @@ class DatasetConfig:
 @dataclass(frozen=True)
 class EnvironmentConfig:
     system_prompt: str
-    num_eval_examples: int
-
-    def __post_init__(self) -> None:
-        _require(self.num_eval_examples >= -1, "num_eval_examples must be -1 (all) or >= 0")
 
 
 @dataclass(frozen=True)
@@ -253,6 +240,7 @@ class MCTSConfig:
     parallel_simulations: int
     virtual_loss: float
     rollout: bool
+    rollout_tokens: int
 
     def __post_init__(self) -> None:
         _require(self.num_iterations > 0, "num_iterations must be positive")
@@ -266,6 +254,7 @@ class MCTSConfig:
         _require(self.num_right + self.num_wrong + self.num_student > 0, "an expansion must ask for a step")
         _require(self.parallel_simulations > 0, "parallel_simulations must be positive")
         _require(self.virtual_loss >= 0, "virtual_loss must be >= 0")
+        _require(self.rollout_tokens > 0, "rollout_tokens must be positive")
 
 
 @dataclass(frozen=True)
@@ -338,40 +327,15 @@ class RunConfig:
     log_interval: int
     loss: Literal["grpo", "legacy"]
     report_to: Literal["none", "wandb", "tensorboard"]
+    keep_last: int  # checkpoints kept (older ones are pruned); 0 keeps all
+    max_completion_tokens: int  # a trajectory's tokens beyond this are not trained on (memory bound)
 
     def __post_init__(self) -> None:
         _require(self.num_examples > 0, "num_examples must be positive")
         _require(self.save_every > 0, "save_every must be positive")
         _require(self.log_interval > 0, "log_interval must be positive")
-
-
-@dataclass(frozen=True)
-class CpuMCTSConfig:
-    """The search budget that replaces `mcts`'s on a CPU (the other search settings are kept)."""
-
-    num_iterations: int
-    num_right: int
-    num_wrong: int
-    num_student: int
-    tokens_per_expansion: int
-    max_depth: int
-
-    # Validated as the MCTSConfig it produces (TrainingConfig.cpu_mcts), with MCTSConfig's own checks.
-
-
-@dataclass(frozen=True)
-class CpuConfig:
-    """train_vllm.py's defaults on a CPU, so that a run with no flags stays small; explicit flags win."""
-
-    mcts: CpuMCTSConfig
-    num_examples: int
-    eval_size: int
-    save_every: int
-
-    def __post_init__(self) -> None:
-        _require(self.num_examples > 0, "num_examples must be positive")
-        _require(self.eval_size >= 0, "eval_size must be >= 0")
-        _require(self.save_every > 0, "save_every must be positive")
+        _require(self.keep_last >= 0, "keep_last must be >= 0 (0: keep all)")
+        _require(self.max_completion_tokens > 0, "max_completion_tokens must be positive")
 
 
 @dataclass(frozen=True)
@@ -385,25 +349,23 @@ class TrainingConfig:
     legacy: LegacyConfig
     optimizer: OptimizerConfig
     run: RunConfig
-    cpu: CpuConfig
-
-    def __post_init__(self) -> None:
-        try:
-            self.cpu_mcts  # noqa: B018  (builds it, so that a bad CPU budget fails at load time)
-        except ValueError as exc:
-            raise ValueError(f"cpu.mcts: {exc}") from exc
-
-    @property
-    def cpu_mcts(self) -> MCTSConfig:
-        """`mcts` with the CPU search budget in place of its own."""
-        return dataclasses.replace(self.mcts, **dataclasses.asdict(self.cpu.mcts))
 
 
 @dataclass(frozen=True)
 class Config:
+    """The three files. `training_on_cpu` is training.yaml with its `cpu` section laid over it."""
+
     models: ModelsConfig
     teachers: TeachersConfig
     training: TrainingConfig
+    training_on_cpu: TrainingConfig
+
+    def for_device(self, device: str) -> Config:
+        """This config as train_vllm.py uses it on `device` ("cpu" or "cuda"): on a CPU, `training` is
+        `training_on_cpu`, so that a run with no flags stays small."""
+        if device == "cpu":
+            return dataclasses.replace(self, training=self.training_on_cpu)
+        return self
 
 
 # --- loading -----------------------------------------------------------------
@@ -415,89 +377,18 @@ def default_config_dir() -> Traversable:
 
 
 def load_config(directory: Path | Traversable | None = None) -> Config:
-    """Read and validate models.yaml, teacher_models.yaml and training.yaml from `directory`."""
+    """Read and validate models.yaml, teacher_models.yaml and training.yaml from `directory`.
+
+    training.yaml's optional `cpu` section is a partial training.yaml (the same keys, a subset of
+    them) laid over the rest for a CPU run; the result is validated like the file itself.
+    """
     directory = default_config_dir() if directory is None else directory
+    file = directory / TRAINING_FILE
+    training = read_yaml(file)
+    cpu = training.pop("cpu", None) if isinstance(training, dict) else None
     return Config(
         models=load_yaml_as(ModelsConfig, directory / MODELS_FILE),
         teachers=load_yaml_as(TeachersConfig, directory / TEACHERS_FILE),
-        training=load_yaml_as(TrainingConfig, directory / TRAINING_FILE),
+        training=build(TrainingConfig, training, str(file)),
+        training_on_cpu=build(TrainingConfig, overlay(training, cpu or {}, f"{file}: cpu"), f"{file} (cpu overlay)"),
     )
-
-
-def load_yaml_as(cls: type[T], file: Path | Traversable) -> T:
-    """Parse one YAML file (safe_load only) into dataclass `cls`, naming the file in every error."""
-    if not file.is_file():
-        raise ConfigError(f"{file}: config file not found")
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
-    return build(cls, data, str(file))
-
-
-def build(cls: type[T], data: Any, file: str, key: str = "") -> T:
-    """Convert plain YAML data into dataclass `cls`, strictly: no unknown, missing or mistyped keys."""
-    where = f"{file}: {key or '<top level>'}"
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
-    values = {}
-    for name, f in fields.items():
-        dotted = f"{key}.{name}" if key else name
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{file}: {dotted}: missing required key")
-            continue
-        values[name] = _convert(hints[name], data[name], file, dotted)
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-def _convert(tp: Any, value: Any, file: str, key: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-
-    def wrong(expected: str) -> ConfigError:
-        return ConfigError(f"{file}: {key}: expected {expected}, got {type(value).__name__} {value!r}")
-
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, file, key)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, file, key)
-    if origin is Literal:
-        if value not in args:
-            raise wrong(f"one of {list(args)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise wrong("a list")
-        return tuple(_convert(args[0], item, file, f"{key}[{i}]") for i, item in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise wrong("a mapping")
-        return {str(k): _convert(args[1], v, file, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise wrong("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise wrong("a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise wrong("a string")
-        return value
-    raise TypeError(f"config schema uses an unsupported type {tp!r} at {key}")
