@@ -38,13 +38,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 from alphazero_llm.config import ModelsConfig, load_config
+from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.models.student import Prompt, StudentModel, StudentSpec
 
 DEFAULT_MODEL = "meta-llama/Llama-3.2-3B-Instruct"
@@ -211,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     prompts: list[Prompt] = [
         [{"role": "system", "content": system}, {"role": "user", "content": q}] for q in QUESTIONS[: args.prompts]
     ]
-    sampling = {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 0.7, "top_p": 0.95}
+    generation = config.models.generation  # models.yaml: T=0.7, top_p=0.95
+    sampling = Sampling(args.max_new_tokens, temperature=generation.temperature, top_p=generation.top_p)
     timings: list[Timing] = []
 
     def report(timing: Timing) -> None:
@@ -219,10 +221,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"[timing] {timing.row()}", flush=True)
 
     # --- transformers ---
-    student.generate(prompts[:1], n=1, max_new_tokens=8)  # warm-up: kernels, allocator
-    seconds, completions = timed(
-        lambda: student.generate(prompts, seed=0, batch_size=len(prompts), **sampling), args.repeats
-    )
+    student.generate(prompts[:1], replace(sampling, max_new_tokens=8))  # warm-up: kernels, allocator
+    student.generation_batch_size = len(prompts)  # every prompt in one batch, as vLLM schedules them
+    seconds, completions = timed(lambda: student.generate(prompts, sampling, n=args.n, seed=0), args.repeats)
     flat = [c for group in completions for c in group]
     report(Timing("transformers", "generate", seconds, count_tokens(student, flat)))
 
@@ -276,7 +277,7 @@ def run_vllm(
     models_config: ModelsConfig,
     student: StudentModel,
     prompts: list[Prompt],
-    sampling: dict,
+    sampling: Sampling,
     pairs: Pairs,
     adapter_dir: Path,
 ) -> tuple[list[Timing], list[str]]:
@@ -298,14 +299,14 @@ def run_vllm(
     print(f"[gpu_check] vLLM started in {time.perf_counter() - start:.1f} s", flush=True)
     engine.set_adapter(adapter_dir)
     start = time.perf_counter()
-    engine.generate(prompts[:1], n=1, max_new_tokens=8)  # warm-up, and the adapter's first load
+    engine.generate(prompts[:1], replace(sampling, max_new_tokens=8))  # warm-up, the adapter's first load
     print(f"[gpu_check] vLLM first call with the adapter: {time.perf_counter() - start:.2f} s", flush=True)
 
     def report(timing: Timing) -> None:
         timings.append(timing)
         print(f"[timing] {timing.row()}", flush=True)
 
-    seconds, completions = timed(lambda: engine.generate(prompts, seed=0, **sampling), args.repeats)
+    seconds, completions = timed(lambda: engine.generate(prompts, sampling, n=args.n, seed=0), args.repeats)
     flat = [c for group in completions for c in group]
     report(Timing("vllm", "generate", seconds, count_tokens(student, flat)))
     if len(flat) != len(prompts) * args.n:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, mcnemar_exact, wilson_interval
 
 
@@ -21,8 +22,8 @@ class Answers:
     def __init__(self, texts: list[str]) -> None:
         self.texts, self.calls = texts, []
 
-    def generate(self, prompts, n=1, max_new_tokens=256, temperature=0.7, **kwargs):
-        self.calls.append((len(prompts), temperature, max_new_tokens))
+    def generate(self, prompts, sampling: Sampling, *, n=1, seed=None):
+        self.calls.append((len(prompts), sampling, n))
         answered, self.texts = self.texts[: len(prompts)], self.texts[len(prompts) :]
         return [[t] for t in answered]
 
@@ -37,7 +38,8 @@ def test_evaluate_greedy_scores_with_hre_and_format() -> None:
     assert result.answer_lines == (2, 1, 1) and result.mean_answer_lines == pytest.approx(4 / 3)
     assert result.worked_flags == (True, False, False)  # "#### 7" alone is a guess, not worked out
     assert (result.worked, result.worked_rate) == (1, pytest.approx(1 / 3))
-    assert student.calls == [(2, 0.0, 32), (1, 0.0, 32)]  # greedy, in batches of 2
+    greedy = Sampling(max_new_tokens=32, temperature=0.0, top_p=1.0)
+    assert student.calls == [(2, greedy, 1), (1, greedy, 1)]  # greedy, in batches of 2
     low, high = result.accuracy_interval
     assert low < 2 / 3 < high
     assert "Wilson 95%" in str(result) and "#### format 2/3" in str(result)

@@ -1,4 +1,4 @@
-"""StudentModel on the real SmolLM2-135M-Instruct (CPU): loading, generate, log-probs, reference, adapters."""
+"""StudentModel on the real SmolLM2-135M-Instruct (CPU): loading, sampling, log-probs, reference, adapters."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from alphazero_llm.config import load_config
 from alphazero_llm.models.embedded import embedded_gguf_path
+from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.models.student import (
     FourBitOnCPUError,
     StudentModel,
@@ -37,6 +38,26 @@ def test_hub_ids_pass_through_and_missing_gguf_is_named(tmp_path: Path):
         resolve_model_path(str(tmp_path / "missing.gguf"))
 
 
+def test_sampling_is_validated_and_names_the_field():
+    sampling = Sampling(max_new_tokens=8, temperature=0.7, top_p=0.95, stop=["\n", "", "####"])  # type: ignore[arg-type]
+    assert sampling.stop == ("\n", "####")  # a tuple (hashable), empty strings dropped
+    assert not sampling.greedy
+    greedy = Sampling.greedy_decoding(16, stop=["\n"])
+    assert greedy == Sampling(16, temperature=0.0, top_p=1.0, stop=("\n",)) and greedy.greedy
+    for kwargs, field in [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": "\n"}, "stop"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            Sampling(**{"max_new_tokens": 8, "temperature": 0.7, "top_p": 0.95, **kwargs})
+    with pytest.raises(AttributeError):
+        sampling.temperature = 1.0  # type: ignore[misc]
+
+
 @pytest.fixture(scope="module")
 def student(smollm_dir: Path) -> StudentModel:
     """fp32 with LoRA, so that batched and one-by-one results can be compared to 1e-4."""
@@ -54,25 +75,90 @@ def test_lora_matches_the_config(student: StudentModel):
     assert student.model.config.dtype == torch.float32
 
 
+COUNT = "Count from 1 to 20, one number per line."
+
+
 @pytest.mark.slow
 def test_generate_is_seeded_batched_and_stops(student: StudentModel):
     prompts = PROMPTS[:2]
-    first = student.generate(prompts, n=3, max_new_tokens=12, temperature=0.9, seed=3)
-    again = student.generate(prompts, n=3, max_new_tokens=12, temperature=0.9, seed=3)
-    other = student.generate(prompts, n=3, max_new_tokens=12, temperature=0.9, seed=4)
+    sampling = Sampling(max_new_tokens=12, temperature=0.9, top_p=0.95)
+    first = student.generate(prompts, sampling, n=3, seed=3)
+    again = student.generate(prompts, sampling, n=3, seed=3)
+    other = student.generate(prompts, sampling, n=3, seed=4)
     assert len(first) == 2 and all(len(c) == 3 for c in first)
     assert first == again
     assert first != other
     state = torch.random.get_rng_state()
-    student.generate(prompts[:1], max_new_tokens=4, seed=5)
+    student.generate(prompts[:1], Sampling(4, temperature=0.9, top_p=0.95), seed=5)
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is untouched
-    greedy = student.generate(["Count from 1 to 20, one number per line."], max_new_tokens=40, temperature=0.0)
-    assert [greedy[0] * 2] == student.generate(
-        ["Count from 1 to 20, one number per line."], n=2, max_new_tokens=40, temperature=0
-    )
-    cut = student.generate(["Count from 1 to 20, one number per line."], max_new_tokens=40, temperature=0, stop=["\n"])
+    greedy = student.generate([COUNT], Sampling.greedy_decoding(40))
+    assert [greedy[0] * 2] == student.generate([COUNT], Sampling.greedy_decoding(40), n=2)
+    cut = student.generate([COUNT], Sampling.greedy_decoding(40, stop=["\n"]))
     assert "\n" not in cut[0][0]
     assert greedy[0][0].startswith(cut[0][0])
+    with pytest.raises(ValueError, match=">= 1"):
+        student.generate([COUNT], Sampling.greedy_decoding(4), n=0)
+
+
+@pytest.mark.slow
+def test_sample_ids_are_the_tokens_generated(student: StudentModel):
+    prompt_ids = [student.prompt_ids(p) for p in PROMPTS]
+    sampling = Sampling(max_new_tokens=16, temperature=0.9, top_p=0.95)
+    student.generation_batch_size = 2  # two batches: the second one shorter
+    try:
+        samples = student.sample_ids(prompt_ids, sampling, n=2, seed=7)
+        texts = student.generate_ids(prompt_ids, sampling, n=2, seed=7)
+    finally:
+        student.generation_batch_size = 8
+    assert [len(group) for group in samples] == [2, 2, 2]
+    decoded = [student.tokenizer.batch_decode(group, skip_special_tokens=True) for group in samples]
+    assert decoded == texts
+    eos, pad = student._eos_ids(), student.tokenizer.pad_token_id
+    flat = [(p, ids) for p, group in zip(prompt_ids, samples, strict=True) for ids in group]
+    assert all(ids and not (set(ids) & eos) and ids[0] != pad for _, ids in flat)  # no padding, no EOS
+    # Scored as sampled: one finite log-prob per token, at the sampling temperature.
+    scored = student.token_logprobs([p for p, _ in flat], [ids for _, ids in flat], temperature=0.9)
+    for (_, ids), logprobs in zip(flat, scored, strict=True):
+        assert logprobs.shape == (len(ids),) and torch.isfinite(logprobs).all()
+
+    # Greedy ids re-fed to the model: each is the argmax after the prompt and the ids before it.
+    (count,) = [student.prompt_ids(COUNT)]
+    ((greedy, again),) = student.sample_ids([count], Sampling.greedy_decoding(24), n=2)
+    assert greedy == again and greedy is not again
+    with torch.no_grad():
+        logits = student.model(input_ids=torch.tensor([count + greedy])).logits[0]
+    assert logits[len(count) - 1 : -1].argmax(-1).tolist() == greedy
+    # With a stop string, the ids run to the end of the stop string (its tokens kept) and no further.
+    ((stopped,),) = student.sample_ids([count], Sampling.greedy_decoding(24, stop=["\n"]))
+    assert greedy[: len(stopped)] == stopped and len(stopped) < len(greedy)
+    text = student.tokenizer.decode(stopped)
+    assert text.endswith("\n") and "\n" not in text[:-1]
+    assert student.generate_ids([count], Sampling.greedy_decoding(24, stop=["\n"])) == [[text[:-1]]]
+
+
+@pytest.mark.slow
+def test_token_logprobs_are_taken_at_the_temperature(student: StudentModel):
+    prompt_ids = [student.prompt_ids(p) for p in PROMPTS]
+    completion_ids = [student.tokenizer(c, add_special_tokens=False)["input_ids"] for c in COMPLETIONS]
+    by_temperature = {}
+    for temperature in (0.7, 1.0):
+        scored = student.token_logprobs(prompt_ids, completion_ids, temperature=temperature)
+        for prompt, ids, logprobs in zip(prompt_ids, completion_ids, scored, strict=True):
+            # Independently: one plain forward of the whole sequence, logits / T, log_softmax, gather.
+            with torch.no_grad():
+                logits = student.model(input_ids=torch.tensor([prompt + ids])).logits[0].float()
+            expected = (logits / temperature).log_softmax(-1)[len(prompt) - 1 : -1]
+            expected = expected.gather(-1, torch.tensor(ids)[:, None])[:, 0]
+            assert torch.allclose(logprobs, expected, atol=1e-4), (temperature, (logprobs - expected).abs().max())
+        by_temperature[temperature] = scored
+        texts = student.completion_logprobs(PROMPTS, COMPLETIONS, temperature=temperature)
+        assert all(torch.equal(a, b) for a, b in zip(texts, scored, strict=True))
+    assert all(not torch.allclose(a, b, atol=1e-3) for a, b in zip(*by_temperature.values(), strict=True))
+    for temperature in (0.0, -1.0):
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            student.token_logprobs(prompt_ids, completion_ids, temperature=temperature)
+        with pytest.raises(ValueError, match="temperature must be > 0"):
+            student.completion_logprobs(PROMPTS, COMPLETIONS, temperature=temperature)
 
 
 @pytest.mark.slow
@@ -173,33 +259,4 @@ def test_loads_from_a_gguf_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     student = StudentModel.load(StudentSpec(name=str(gguf), device="cpu", lora=False), MODELS)
     converted = Path(resolve_model_path(str(gguf)))
     assert converted.parent == tmp_path and (converted / "model.safetensors").is_file()
-    assert student.generate(["What is 2 + 3?"], max_new_tokens=8, temperature=0)[0][0].strip()
-
-
-@pytest.mark.slow
-def test_student_steps_and_rollouts_continue_its_own_answer(student: StudentModel):
-    """The search asks the student as the policy the loss trains: the question, then its answer so far."""
-    import asyncio
-
-    from alphazero_llm.mcts.proposers import StudentAdapter
-
-    system = "Solve step by step. Format your final answer as: #### [number]"
-    question = "Tom has 3 apples and buys 4 more. How many apples does he have?"
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
-    adapter = StudentAdapter(
-        student, max_new_tokens=40, temperature=0.0, top_p=1.0, seed=0, system_prompt=system, rollout_tokens=60
-    )
-    answer = student.generate([messages], max_new_tokens=60, temperature=0.0)[0][0]
-    first = next(line.strip() for line in answer.splitlines() if line.strip())
-    (step,) = asyncio.run(adapter.propose(question, "", "right", 1))
-    assert step.text == first  # greedy: the first line of the student's own answer, verbatim
-    assert asyncio.run(adapter.finish(question, "")) == answer.strip()
-    # After a partial solution the context is the question's template, the solution and a line break.
-    partial = "He starts with 3 apples."
-    ids = adapter._answer_ids(question, partial)
-    assert (
-        ids == student.prompt_ids(messages) + student.tokenizer(partial + "\n", add_special_tokens=False)["input_ids"]
-    )
-    (after,) = asyncio.run(adapter.propose(question, partial, "right", 1))
-    continuation = student.generate_ids([ids], max_new_tokens=40, temperature=0.0)[0][0]
-    assert after.text == next(line.strip() for line in continuation.splitlines() if line.strip())
+    assert student.generate(["What is 2 + 3?"], Sampling.greedy_decoding(8))[0][0].strip()

@@ -10,7 +10,6 @@ exercised on a GPU by bench/gpu_check.py.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import subprocess
 import sys
@@ -24,16 +23,27 @@ import pytest
 import torch
 
 from alphazero_llm.config import ModelsConfig, load_config
-from alphazero_llm.mcts.proposers import StudentAdapter
-from alphazero_llm.models.vllm_engine import VLLMEngine, VLLMSampledStudent, VLLMUnavailableError, vllm_lora_rank
+from alphazero_llm.models.sampling import Sampling
+from alphazero_llm.models.vllm_engine import (
+    VLLMEngine,
+    VLLMSampledStudent,
+    VLLMUnavailableError,
+    _generated_ids,
+    vllm_lora_rank,
+)
 from alphazero_llm.testing.fake_vllm import (
+    FAKE_EOS,
+    FakeCompletion,
     FakeEncoder,
     FakeLLM,
     FakeLoRARequest,
     FakeSamplingParams,
     fake_logprob,
+    fake_token_ids,
     write_fake_adapter,
 )
+
+SAMPLING = Sampling(max_new_tokens=16, temperature=0.7, top_p=0.95)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +161,13 @@ def test_lora_rank_is_rounded_up_to_one_vllm_accepts(fake_vllm, models_config: M
 
 def test_each_set_adapter_takes_a_new_id_and_generate_sends_the_latest(engine: VLLMEngine, tmp_path: Path):
     first, second = write_fake_adapter(tmp_path / "step-1"), write_fake_adapter(tmp_path / "step-2")
-    engine.generate(["hi"])
+    engine.generate(["hi"], SAMPLING)
     assert last_call(engine)["lora_request"] is None  # no adapter yet: the base model
     assert engine.adapter_id == 0
 
     engine.set_adapter(first)
     engine.set_adapter(second)
-    engine.generate(["hi"])
+    engine.generate(["hi"], SAMPLING)
     assert last_call(engine)["lora_request"] == FakeLoRARequest("student-2", 2, str(second.resolve()))
 
     # Saving again into the same directory: a new id, so vLLM reads the new weights.
@@ -170,12 +180,12 @@ def test_each_set_adapter_takes_a_new_id_and_generate_sends_the_latest(engine: V
 def test_reference_disables_the_adapter_for_its_block_only(engine: VLLMEngine, tmp_path: Path):
     engine.set_adapter(write_fake_adapter(tmp_path / "adapter"))
     with engine.reference():
-        engine.generate(["hi"])
+        engine.generate(["hi"], SAMPLING)
         assert last_call(engine)["lora_request"] is None
-    engine.generate(["hi"])
+    engine.generate(["hi"], SAMPLING)
     assert last_call(engine)["lora_request"].lora_int_id == 1
     engine.clear_adapter()
-    engine.generate(["hi"])
+    engine.generate(["hi"], SAMPLING)
     assert last_call(engine)["lora_request"] is None
 
 
@@ -191,7 +201,7 @@ def test_set_adapter_refuses_a_directory_without_a_write_fake_adapter(engine: VL
 
 def test_generate_sends_the_encoders_token_ids_and_returns_n_per_prompt_in_order(engine: VLLMEngine):
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
-    result = engine.generate([chat, "3+3?"], n=3, batch_size=1)
+    result = engine.generate([chat, "3+3?"], SAMPLING, n=3)
     encoder = FakeEncoder()
     assert last_call(engine)["prompts"] == [
         {"prompt_token_ids": encoder.prompt_ids(chat)},
@@ -200,31 +210,59 @@ def test_generate_sends_the_encoders_token_ids_and_returns_n_per_prompt_in_order
     assert result == [[f"prompt{p}-sample{j}" for j in range(3)] for p in range(2)]
 
 
-def test_sampling_arguments_map_to_sampling_params(engine: VLLMEngine):
-    engine.generate(["q"], n=4, max_new_tokens=50, temperature=0.7, top_p=0.9, stop=["\n\n", "", "####"])
+def test_sample_ids_are_vllms_token_ids_without_the_final_eos(engine: VLLMEngine):
+    prompt_ids = [[1, 50, 51], [1, 52]]
+    ids = engine.sample_ids(prompt_ids, SAMPLING, n=2, seed=4)
+    assert ids == [[fake_token_ids(f"prompt{p}-sample{j}") for j in range(2)] for p in range(2)]
+    assert last_call(engine)["prompts"] == [{"prompt_token_ids": p} for p in prompt_ids]
+    texts = engine.generate_ids(prompt_ids, SAMPLING, n=2, seed=4)
+    assert texts == [["".join(map(chr, sample)) for sample in group] for group in ids]
+
+
+def test_only_the_token_that_ended_a_sequence_is_dropped():
+    text = "3 + 4 = 7\n"
+    ids = fake_token_ids(text)
+    assert _generated_ids(FakeCompletion(0, text, [*ids, FAKE_EOS]), FAKE_EOS) == ids  # the tokenizer's EOS
+    # Another EOS id of the generation config: vLLM reports it as an int stop_reason.
+    assert _generated_ids(FakeCompletion(0, text, [*ids, 9], stop_reason=9), FAKE_EOS) == ids
+    # A stop string keeps its tokens; a sequence cut by max_tokens keeps all of them.
+    assert _generated_ids(FakeCompletion(0, text[:-1], ids, stop_reason="\n"), FAKE_EOS) == ids
+    assert _generated_ids(FakeCompletion(0, text, ids, finish_reason="length"), FAKE_EOS) == ids
+    assert _generated_ids(FakeCompletion(0, "", [FAKE_EOS]), FAKE_EOS) == []
+
+
+def test_sampling_maps_to_sampling_params(engine: VLLMEngine):
+    engine.generate(["q"], Sampling(50, temperature=0.7, top_p=0.9, stop=("\n\n", "", "####")), n=4)
     assert last_call(engine)["params"] == FakeSamplingParams(
         n=4, temperature=0.7, top_p=0.9, max_tokens=50, stop=["\n\n", "####"], seed=None
     )
 
 
 def test_temperature_zero_is_greedy_and_no_stop_is_none(engine: VLLMEngine):
-    engine.generate(["q"], n=2, max_new_tokens=8, temperature=0.0, top_p=0.5, stop=[])
+    engine.generate(["q"], Sampling(8, temperature=0.0, top_p=0.5), n=2)
     assert last_call(engine)["params"] == FakeSamplingParams(n=2, temperature=0.0, top_p=1.0, max_tokens=8)
+    engine.sample_ids([[1, 2]], Sampling.greedy_decoding(8))
+    assert last_call(engine)["params"] == FakeSamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=8)
 
 
 def test_a_seed_gives_every_prompt_its_own_seeds(engine: VLLMEngine):
-    engine.generate(["a", "b", "c"], n=3, seed=10)
+    engine.generate(["a", "b", "c"], SAMPLING, n=3, seed=10)
     assert [p.seed for p in last_call(engine)["params"]] == [10, 13, 16]  # vLLM adds j for sample j
+    engine.sample_ids([[1], [2]], SAMPLING, n=2, seed=10)
+    assert [p.seed for p in last_call(engine)["params"]] == [10, 12]
 
 
-@pytest.mark.parametrize(("n", "max_new_tokens"), [(0, 8), (1, 0)])
-def test_generate_rejects_empty_requests(engine: VLLMEngine, n: int, max_new_tokens: int):
+def test_generate_rejects_empty_requests(engine: VLLMEngine):
     with pytest.raises(ValueError, match=">= 1"):
-        engine.generate(["q"], n=n, max_new_tokens=max_new_tokens)
+        engine.generate(["q"], SAMPLING, n=0)
+    with pytest.raises(ValueError, match=">= 1"):
+        engine.sample_ids([[1]], SAMPLING, n=0)
+    assert engine.llm.calls == []
 
 
 def test_no_prompts_means_no_call(engine: VLLMEngine):
-    assert engine.generate([]) == []
+    assert engine.generate([], SAMPLING) == []
+    assert engine.sample_ids([], SAMPLING) == []
     assert engine.llm.calls == []
 
 
@@ -257,6 +295,17 @@ def test_completion_logprobs_need_one_completion_per_prompt(engine: VLLMEngine):
         engine.completion_logprobs(["a", "b"], ["x"])
 
 
+def test_vllm_scores_only_at_temperature_one(engine: VLLMEngine):
+    (at_one,) = engine.token_logprobs([[1, 2]], [[3, 4]], temperature=1.0)
+    assert at_one.tolist() == pytest.approx([fake_logprob(2, 3), fake_logprob(3, 4)])
+    for temperature in (0.7, 0.0):
+        with pytest.raises(ValueError, match="temperature 1"):
+            engine.token_logprobs([[1, 2]], [[3, 4]], temperature=temperature)
+        with pytest.raises(ValueError, match="temperature 1"):
+            engine.completion_logprobs(["q"], ["a"], temperature=temperature)
+    assert len(engine.llm.calls) == 1
+
+
 # --- threads -------------------------------------------------------------------------------------
 
 
@@ -281,7 +330,7 @@ def test_calls_from_several_threads_take_turns(fake_vllm, models_config: ModelsC
     fake_vllm.LLM = SlowFakeLLM
     engine = VLLMEngine("org/student", FakeEncoder(), models_config)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        jobs = [pool.submit(engine.generate, [f"q{i}"], n=2) for i in range(4)]
+        jobs = [pool.submit(engine.generate, [f"q{i}"], SAMPLING, n=2) for i in range(4)]
         jobs += [pool.submit(engine.completion_logprobs, ["q"], ["ok"]) for _ in range(2)]
         results = [job.result() for job in jobs]
     assert engine.llm.most_inside == 1
@@ -289,7 +338,7 @@ def test_calls_from_several_threads_take_turns(fake_vllm, models_config: ModelsC
     assert results[0] == [["prompt0-sample0", "prompt0-sample1"]]
 
 
-# --- the search's student on vLLM ----------------------------------------------------------------
+# --- the student sampled by vLLM ------------------------------------------------------------------
 
 
 class FakeStudent(FakeEncoder):
@@ -297,64 +346,59 @@ class FakeStudent(FakeEncoder):
 
     def __init__(self) -> None:
         super().__init__()
-        self.scored: list[tuple[list[list[int]], list[list[int]]]] = []
+        self.scored: list[tuple[list[list[int]], list[list[int]], float]] = []
 
     def generate(self, *args: Any, **kwargs: Any) -> list[list[str]]:
         raise AssertionError("the transformers student generated; vLLM should have")
 
-    def token_logprobs(self, prompt_ids, completion_ids) -> list[torch.Tensor]:
-        self.scored.append((list(prompt_ids), list(completion_ids)))
+    generate_ids = sample_ids = generate
+
+    def token_logprobs(self, prompt_ids, completion_ids, *, temperature: float = 1.0) -> list[torch.Tensor]:
+        self.scored.append((list(prompt_ids), list(completion_ids), temperature))
         return [torch.full((len(c),), -1.0) for c in completion_ids]
 
-    def completion_logprobs(self, prompts, completions) -> list[torch.Tensor]:
+    def completion_logprobs(self, prompts, completions, *, temperature: float = 1.0) -> list[torch.Tensor]:
         ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
-        return self.token_logprobs([self.prompt_ids(p) for p in prompts], ids)
+        return self.token_logprobs([self.prompt_ids(p) for p in prompts], ids, temperature=temperature)
 
 
-QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
-REFERENCE = "3 + 2 = 5\n#### 5"
-
-
-def student_adapter(model: VLLMSampledStudent) -> StudentAdapter:
-    return StudentAdapter(
-        model, max_new_tokens=12, temperature=0.7, top_p=0.95, seed=100, references={QUESTION: REFERENCE}
-    )
-
-
-def test_the_search_student_samples_with_vllm_and_scores_with_the_student(engine: VLLMEngine, tmp_path: Path):
+def test_the_sampled_student_samples_with_vllm_and_its_latest_adapter(engine: VLLMEngine, tmp_path: Path):
     engine.set_adapter(write_fake_adapter(tmp_path / "adapter"))
-    student = FakeStudent()
-    adapter = student_adapter(VLLMSampledStudent(student, engine))
+    sampled = VLLMSampledStudent(FakeStudent(), engine)
+    answer_so_far = sampled.prompt_ids("Tom has 3 apples.") + fake_token_ids("He buys 2.\n")
 
-    steps = asyncio.run(adapter.propose(QUESTION, "Tom starts with 3 apples.", "student", 2))
-    assert [s.text for s in steps] == ["prompt0-sample0", "prompt0-sample1"]
-    assert {s.producer for s in steps} == {"student"}
+    ids = sampled.sample_ids([answer_so_far], SAMPLING, n=2, seed=100)
+    assert ids == [[fake_token_ids("prompt0-sample0"), fake_token_ids("prompt0-sample1")]]
     call = last_call(engine)
-    # vLLM continues the student's own answer: the templated question, the solution so far, a line break.
-    answer_so_far = student.prompt_ids([{"role": "user", "content": QUESTION}]) + [
-        ord(c) for c in "Tom starts with 3 apples.\n"
-    ]
     assert call["prompts"] == [{"prompt_token_ids": answer_so_far}]
     (params,) = call["params"]  # a seed gives one SamplingParams per prompt
-    assert (params.n, params.max_tokens, params.seed) == (2, 12, 101)
-    assert call["lora_request"].lora_int_id == 1  # the latest adapter samples
-    assert adapter.tokens_used() == 2 * len("prompt0-sample0")
-
-    pres = asyncio.run(adapter.score(QUESTION, "", ["3 + 2 = 5"]))
-    assert len(engine.llm.calls) == 1  # PRE did not ask vLLM
-    reference_call, step_call = student.scored
-    assert reference_call[1] == [[ord(c) for c in REFERENCE]]
-    assert step_call[1] == [[ord(c) for c in "3 + 2 = 5"]]
-    assert pres == [0.0]  # the fake gives every token -1: step and reference equally likely
+    assert (params.n, params.max_tokens, params.temperature, params.top_p, params.seed) == (2, 16, 0.7, 0.95, 100)
+    assert call["lora_request"].lora_int_id == 1
+    assert sampled.generate_ids([answer_so_far], SAMPLING, n=2, seed=100) == [["prompt0-sample0", "prompt0-sample1"]]
+    assert sampled.generate(["Tom has 3 apples."], SAMPLING, seed=5) == [["prompt0-sample0"]]
+    assert len(engine.llm.calls) == 3
 
 
-def test_with_vllm_logprobs_the_search_scores_through_the_engine(engine: VLLMEngine):
+def test_the_sampled_student_scores_with_the_student_at_the_given_temperature(engine: VLLMEngine):
     student = FakeStudent()
-    adapter = student_adapter(VLLMSampledStudent(student, engine, logprobs="vllm"))
-    (pre,) = asyncio.run(adapter.score(QUESTION, "", ["3 + 2 = 5"]))
+    sampled = VLLMSampledStudent(student, engine)
+    (logprobs,) = sampled.token_logprobs([[1, 2]], [[3, 4, 5]], temperature=0.7)
+    assert logprobs.tolist() == [-1.0] * 3
+    sampled.completion_logprobs(["q"], ["ab"])
+    assert student.scored == [([[1, 2]], [[3, 4, 5]], 0.7), ([FakeEncoder().prompt_ids("q")], [[97, 98]], 1.0)]
+    assert engine.llm.calls == []  # vLLM was not asked
+
+
+def test_with_vllm_logprobs_the_sampled_student_scores_through_the_engine(engine: VLLMEngine):
+    student = FakeStudent()
+    sampled = VLLMSampledStudent(student, engine, logprobs="vllm")
+    (logprobs,) = sampled.completion_logprobs(["q"], ["ab"])
+    assert logprobs.shape == (2,)
+    sampled.token_logprobs([[1, 2]], [[3]], temperature=1.0)
     assert student.scored == []
-    assert [c["params"].prompt_logprobs for c in engine.llm.calls] == [1, 1]  # the reference, then the step
-    assert -1.0 <= pre <= 1.0
+    assert [c["params"].prompt_logprobs for c in engine.llm.calls] == [1, 1]
+    with pytest.raises(ValueError, match="temperature 1"):
+        sampled.token_logprobs([[1, 2]], [[3]], temperature=0.7)
 
 
 def test_sampled_student_rejects_an_unknown_logprob_source(engine: VLLMEngine):

@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from alphazero_llm.config import ModelsConfig
 from alphazero_llm.models.embedded import cache_root, convert_gguf, embedded_model_dir
+from alphazero_llm.models.sampling import Sampling, TextGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +80,15 @@ class StudentSpec:
     trust_remote_code: bool | None = None  # None: models.yaml's student.trust_remote_code (false)
 
 
-class StudentModel:
-    """A causal LM (+ LoRA) with batched `generate`, `completion_logprobs` and a `reference()` view."""
+class StudentModel(TextGeneration):
+    """A causal LM (+ LoRA) with batched `sample_ids` (and so `generate`), `token_logprobs` and a `reference()` view."""
 
-    def __init__(self, model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, generation_batch_size: int = 8
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.generation_batch_size = generation_batch_size  # prompts generated at once by `sample_ids`
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -162,46 +166,35 @@ class StudentModel:
 
     # --- generation ----------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        n: int = 1,
-        max_new_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        batch_size: int = 8,
-    ) -> list[list[str]]:
-        """`n` completions per chat-templated prompt, cut before the first stop string (`generate_ids`)."""
-        return self.generate_ids(
-            [self.prompt_ids(p) for p in prompts], n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, stop=stop, seed=seed, batch_size=batch_size,
-        )  # fmt: skip
-
     @torch.no_grad()
-    def generate_ids(
+    def sample_ids(
         self,
-        prompt_ids: Sequence[list[int]],
+        prompt_ids: Sequence[Sequence[int]],
+        sampling: Sampling,
+        *,
         n: int = 1,
-        max_new_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
         seed: int | None = None,
-        batch_size: int = 8,
-    ) -> list[list[str]]:
-        """`n` completions per prompt given as token ids (e.g. a templated prompt plus a partial answer).
+    ) -> list[list[list[int]]]:
+        """`n` completions per prompt given as token ids: the new token ids exactly as sampled.
 
-        Greedy when temperature is 0 (then the n completions are identical, as from vLLM).
+        The prompt (e.g. a templated question plus a partial answer) is continued; left padding, the
+        padding after a finished sequence and its final EOS are removed, nothing else: no decoding
+        and re-encoding, so the ids are the tokens whose log-probs the loss should score. With
+        `sampling.stop`, generation stops once a stop string has been generated, and its tokens
+        are kept (`generate_ids` cuts the text before it).
 
-        A seed makes sampling reproducible without touching the caller's global RNG state.
+        Greedy when `sampling.greedy` (then each prompt is decoded once and its answer repeated n
+        times, as vLLM's n greedy samples are identical). A seed makes sampling reproducible
+        without touching the caller's global RNG state.
         """
-        if n < 1 or max_new_tokens < 1:
-            raise ValueError("n and max_new_tokens must be >= 1")
-        stop = [s for s in (stop or []) if s]
-        sampling = temperature > 0
-        results: list[list[str]] = []
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        batch_size = self.generation_batch_size
+        stop = list(sampling.stop)
+        per_prompt = 1 if sampling.greedy else n  # greedy has one answer per prompt: decode it once
+        eos = self._eos_ids()
+        pad = self.tokenizer.pad_token_id
+        results: list[list[list[int]]] = []
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
@@ -209,26 +202,33 @@ class StudentModel:
             for start in range(0, len(prompt_ids), batch_size):
                 chunk = prompt_ids[start : start + batch_size]
                 batch = self._left_padded([list(ids) for ids in chunk])
-                # Greedy decoding has one answer per prompt: decode it once and repeat it n times.
-                per_prompt = n if sampling else 1
                 output = self.model.generate(
                     **batch,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=sampling,
-                    temperature=temperature if sampling else None,
-                    top_p=top_p if sampling else None,
+                    max_new_tokens=sampling.max_new_tokens,
+                    do_sample=not sampling.greedy,
+                    temperature=None if sampling.greedy else sampling.temperature,
+                    top_p=None if sampling.greedy else sampling.top_p,
                     top_k=None,
                     num_return_sequences=per_prompt,
-                    pad_token_id=self.tokenizer.pad_token_id,
+                    pad_token_id=pad,
                     stop_strings=stop or None,
                     tokenizer=self.tokenizer if stop else None,
                 )
-                new_tokens = output[:, batch["input_ids"].shape[1] :]
-                texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                texts = [_cut_at_stop(text, stop) for text in texts]
-                repeat = n // per_prompt
-                results.extend(texts[i * per_prompt : (i + 1) * per_prompt] * repeat for i in range(len(chunk)))
+                rows = [_generated(row, eos, pad) for row in output[:, batch["input_ids"].shape[1] :].tolist()]
+                for i in range(len(chunk)):
+                    group = rows[i * per_prompt : (i + 1) * per_prompt]
+                    results.append([list(ids) for _ in range(n // per_prompt) for ids in group])
         return results
+
+    def _eos_ids(self) -> frozenset[int]:
+        """The token ids that end a sequence in `model.generate` (the generation config's, else the tokenizer's)."""
+        config = getattr(self.model, "generation_config", None)
+        eos = getattr(config, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        if eos is None:
+            return frozenset()
+        return frozenset([eos] if isinstance(eos, int) else eos)
 
     def _left_padded(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
         width = max(len(x) for x in ids)
@@ -241,12 +241,18 @@ class StudentModel:
 
     @torch.no_grad()
     def completion_logprobs(
-        self, prompts: Sequence[Prompt], completions: Sequence[str], max_batch_tokens: int = 4096
+        self,
+        prompts: Sequence[Prompt],
+        completions: Sequence[str],
+        *,
+        temperature: float = 1.0,
+        max_batch_tokens: int = 4096,
     ) -> list[torch.Tensor]:
         """Per-token log-probs (fp32, on CPU) of each completion's tokens given its templated prompt.
 
-        Prompt tokens are excluded. Completions are grouped by prompt, sorted by length and packed
-        into right-padded batches of at most `max_batch_tokens` tokens, so padding is small and never
+        log p(token) comes from the logits divided by `temperature` (`token_logprobs`). Prompt
+        tokens are excluded. Completions are grouped by prompt, sorted by length and packed into
+        right-padded batches of at most `max_batch_tokens` tokens, so padding is small and never
         precedes a real token (causal attention makes the result equal to scoring one pair at a
         time). The prompt is run once per batch, and the LM head only where a completion token is
         predicted.
@@ -255,16 +261,33 @@ class StudentModel:
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         prompt_ids = [self.prompt_ids(p) for p in prompts]
         completion_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
-        return self.token_logprobs(prompt_ids, completion_ids, max_batch_tokens)
+        return self.token_logprobs(
+            prompt_ids, completion_ids, temperature=temperature, max_batch_tokens=max_batch_tokens
+        )
 
     def token_logprobs(
-        self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], max_batch_tokens: int = 4096
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        completion_ids: Sequence[Sequence[int]],
+        *,
+        temperature: float = 1.0,
+        max_batch_tokens: int = 4096,
     ) -> list[torch.Tensor]:
         """`completion_logprobs` on token ids; runs with whatever grad mode the caller set.
+
+        log p(token) = log_softmax(logits / temperature)[token], as TRL's GRPOTrainer computes it
+        with its sampling temperature: the policy's log-probs for a ratio or a KL must be taken at
+        the temperature its tokens were sampled at (1.0 is the model's own distribution). top_p is
+        not applied (as in TRL): the truncated distribution has no log-prob for the tokens it cut.
+        `temperature` must be > 0.
 
         Completions of the same prompt (a question's rollouts, a reference solution) share one
         forward pass over the prompt: its KV cache is computed once and repeated across the batch.
         """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 to score log-probs, not {temperature}")
+        if len(prompt_ids) != len(completion_ids):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
         out = [torch.empty(0) for _ in completion_ids]
         by_prompt: dict[tuple[int, ...], list[int]] = {}
         for i, completion in enumerate(completion_ids):
@@ -276,12 +299,14 @@ class StudentModel:
             members.sort(key=lambda i: -len(completion_ids[i]))
             sizes = {i: len(prompt) + len(completion_ids[i]) for i in members}
             for batch in _pack(members, sizes, max_batch_tokens):
-                scored = self._score_shared_prompt(list(prompt), [completion_ids[i] for i in batch])
+                scored = self._score_shared_prompt(list(prompt), [list(completion_ids[i]) for i in batch], temperature)
                 for i, logprobs in zip(batch, scored, strict=True):
                     out[i] = logprobs
         return out
 
-    def _score_shared_prompt(self, prompt: list[int], completions: list[list[int]]) -> list[torch.Tensor]:
+    def _score_shared_prompt(
+        self, prompt: list[int], completions: list[list[int]], temperature: float
+    ) -> list[torch.Tensor]:
         backbone, batch = self._backbone(), len(completions)
         prefix = backbone(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
         cache = prefix.cache
@@ -299,7 +324,8 @@ class StudentModel:
         rows = torch.cat([torch.full((len(c),), b) for b, c in enumerate(completions)]).to(self.device)
         cols = torch.cat([torch.arange(len(c)) for c in completions]).to(self.device)
         targets = torch.tensor([t for c in completions for t in c], device=self.device)
-        logprobs = _head_logprobs(self.model.get_output_embeddings(), predictors[rows, cols], targets)
+        head = self.model.get_output_embeddings()
+        logprobs = _head_logprobs(head, predictors[rows, cols], targets, temperature=temperature)
         return list(logprobs.cpu().split([len(c) for c in completions]))
 
     def _backbone(self) -> torch.nn.Module:
@@ -338,24 +364,38 @@ class StudentModel:
 
 
 def _head_logprobs(
-    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 256
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0, chunk: int = 256
 ) -> torch.Tensor:
     """log p(target) for rows of `hidden` [N, H] -> [N] fp32, the vocabulary handled `chunk` rows at a time.
 
+    p is the softmax of logits / temperature (the sampling distribution before top_p, as TRL scores it).
     Never materialises [N, vocab] logits (128k columns for Llama 3), nor a full log_softmax:
     log p = logit[target] - logsumexp(logits), in fp32 whatever the model dtype.
     """
     out = []
     for start in range(0, len(hidden), chunk):
         logits = head(hidden[start : start + chunk]).float()
+        if temperature != 1.0:
+            logits = logits / temperature
         target = targets[start : start + chunk, None]
         out.append(logits.gather(-1, target).squeeze(-1) - logits.logsumexp(-1))
     return torch.cat(out) if out else torch.empty(0, device=hidden.device)
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return text[: min(cuts)] if cuts else text
+def _generated(row: list[int], eos: frozenset[int], pad: int | None) -> list[int]:
+    """The tokens a sequence generated: up to its first EOS (dropped, with the padding after it).
+
+    A sequence that ended on a stop string is padded after it with `pad`; when that is not an EOS
+    id, trailing pads are dropped too.
+    """
+    for i, token in enumerate(row):
+        if token in eos:
+            return row[:i]
+    end = len(row)
+    if pad is not None and pad not in eos:
+        while end and row[end - 1] == pad:
+            end -= 1
+    return row[:end]
 
 
 def _pack(order: list[int], sizes: dict[int, int], max_batch_tokens: int) -> Iterator[list[int]]:

@@ -23,8 +23,8 @@ vLLM cannot re-tokenize the template and add a second BOS.
 
 `vllm.LLM` takes one call at a time; the engine holds a lock around each, so that callers in
 several threads (the search's student and teacher proposers, each in `asyncio.to_thread`) take
-turns instead of corrupting its state. `VLLMSampledStudent` is what the search's
-`StudentAdapter` is given to sample its proposals and rollouts with vLLM.
+turns instead of corrupting its state. `VLLMSampledStudent` is the model the search's
+`models.policy.StudentPolicy` is given to sample its proposals and rollouts with vLLM.
 
 vLLM is imported only when an engine is built: a CPU install never needs it (its wheels are
 CUDA-only), and importing this module never imports it.
@@ -44,6 +44,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from alphazero_llm.config import ModelsConfig
+from alphazero_llm.models.sampling import Sampling, TextGeneration
 from alphazero_llm.models.student import Prompt, StudentModel, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ def vllm_lora_rank(r: int) -> int:
     raise ValueError(f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
 
 
-class VLLMEngine:
-    """`generate` (and `completion_logprobs`) like `StudentModel`'s, run by `vllm.LLM` with the latest adapter."""
+class VLLMEngine(TextGeneration):
+    """`StudentModel`'s sampling and log-prob API, run by `vllm.LLM` with the latest adapter."""
 
     def __init__(
         self,
@@ -116,6 +117,7 @@ class VLLMEngine:
         self._vllm = vllm
         self._lora_request_type = LoRARequest
         self.encoder = encoder
+        self.tokenizer, self.prompt_ids = encoder.tokenizer, encoder.prompt_ids  # templating is the encoder's
         self.adapter_name = adapter_name
         self._adapter_id = 0
         self._adapter: Any | None = None  # the current LoRARequest
@@ -192,85 +194,88 @@ class VLLMEngine:
 
     # --- generation ----------------------------------------------------------------------------
 
-    def generate(
+    def sample_ids(
         self,
-        prompts: Sequence[Prompt],
+        prompt_ids: Sequence[Sequence[int]],
+        sampling: Sampling,
+        *,
         n: int = 1,
-        max_new_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
         seed: int | None = None,
-        batch_size: int = 8,
-    ) -> list[list[str]]:
-        """`n` completions per prompt (greedy when temperature is 0), cut before the first stop string.
+    ) -> list[list[list[int]]]:
+        """`n` completions per prompt as the new token ids vLLM sampled, a final EOS removed.
 
-        `batch_size` is accepted for `StudentModel` compatibility and ignored: vLLM schedules
-        its own batches. With a seed, prompt i samples with seeds `seed + i*n ...` (vLLM gives
-        the j-th of the n samples `seed + j`), so every sample has its own reproducible stream.
+        With `sampling.stop`, vLLM's ids run to the end of the stop string (its tokens included),
+        like `StudentModel.sample_ids`. vLLM schedules its own batches.
         """
-        return self.generate_ids(
-            [self.encoder.prompt_ids(p) for p in prompts], n=n, max_new_tokens=max_new_tokens,
-            temperature=temperature, top_p=top_p, stop=stop, seed=seed, batch_size=batch_size,
-        )  # fmt: skip
+        eos = self.encoder.tokenizer.eos_token_id
+        return [[_generated_ids(c, eos) for c in out] for out in self._sample(prompt_ids, sampling, n=n, seed=seed)]
 
-    def generate_ids(
-        self,
-        prompt_ids: Sequence[list[int]],
-        n: int = 1,
-        max_new_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        batch_size: int = 8,
-    ) -> list[list[str]]:
-        """`generate` on prompts given as token ids (e.g. a templated prompt plus a partial answer)."""
-        del batch_size
-        if n < 1 or max_new_tokens < 1:
-            raise ValueError("n and max_new_tokens must be >= 1")
+    def _sample(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int, seed: int | None
+    ) -> list[list[Any]]:
+        """Each prompt's `n` vLLM `CompletionOutput`s, in index order.
+
+        With a seed, prompt i samples with seeds `seed + i*n ...` (vLLM gives the j-th of the n
+        samples `seed + j`), so every sample has its own reproducible stream.
+        """
+        if n < 1:
+            raise ValueError("n must be >= 1")
         if not prompt_ids:
             return []
-        greedy = temperature <= 0
-        stop_strings = [s for s in (stop or []) if s] or None
 
         def params(sample_seed: int | None) -> Any:
             return self._vllm.SamplingParams(
                 n=n,
-                temperature=0.0 if greedy else temperature,
-                top_p=1.0 if greedy else top_p,
-                max_tokens=max_new_tokens,
-                stop=stop_strings,  # vLLM leaves the stop string out of the text
+                temperature=0.0 if sampling.greedy else sampling.temperature,
+                top_p=1.0 if sampling.greedy else sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                stop=list(sampling.stop) or None,  # vLLM leaves the stop string out of the text
                 seed=sample_seed,
             )
 
-        sampling = params(None) if seed is None else [params(seed + i * n) for i in range(len(prompt_ids))]
-        outputs = self._run([list(ids) for ids in prompt_ids], sampling)
-        return [[c.text for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
+        per_prompt = params(None) if seed is None else [params(seed + i * n) for i in range(len(prompt_ids))]
+        outputs = self._run([list(ids) for ids in prompt_ids], per_prompt)
+        return [sorted(out.outputs, key=lambda c: c.index) for out in outputs]
 
     # --- log-probs -----------------------------------------------------------------------------
 
-    def completion_logprobs(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[torch.Tensor]:
+    def completion_logprobs(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], *, temperature: float = 1.0
+    ) -> list[torch.Tensor]:
         """Per-token log-probs (fp32, on CPU) of each completion given its templated prompt, as vLLM computes them.
 
         Same tokenization as `StudentModel.completion_logprobs`, so the two are comparable token
-        by token (they differ by the base's quantization, see the module docstring).
+        by token (they differ by the base's quantization, see the module docstring). vLLM's
+        prompt log-probs are at temperature 1: any other `temperature` raises ValueError.
         """
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         prompt_ids = [self.encoder.prompt_ids(p) for p in prompts]
         tokenizer = self.encoder.tokenizer
         completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
-        return self.token_logprobs(prompt_ids, completion_ids)
+        return self.token_logprobs(prompt_ids, completion_ids, temperature=temperature)
 
     def token_logprobs(
-        self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        completion_ids: Sequence[Sequence[int]],
+        *,
+        temperature: float = 1.0,
     ) -> list[torch.Tensor]:
         """`completion_logprobs` on token ids: vLLM's prompt log-probs of prompt+completion, completion part.
+
+        vLLM computes prompt log-probs from the raw logits, at temperature 1, whatever the
+        SamplingParams say; so `temperature` must be 1.0 (ValueError otherwise). Log-probs at a
+        sampling temperature (for a ratio or a KL) come from `StudentModel.token_logprobs`.
 
         `prompt_logprobs=1`, not 0: each position's dict holds the actual token either way, and
         early vLLM V1 releases read 0 as "off". One token is generated because vLLM must.
         """
+        if temperature != 1.0:
+            raise ValueError(
+                f"vLLM's prompt log-probs are at temperature 1, not {temperature}: "
+                "score at another temperature with StudentModel.token_logprobs"
+            )
         if len(prompt_ids) != len(completion_ids):
             raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
         out = [torch.empty(0) for _ in prompt_ids]
@@ -278,7 +283,7 @@ class VLLMEngine:
         if not scored:
             return out
         params = self._vllm.SamplingParams(n=1, temperature=0.0, max_tokens=1, prompt_logprobs=1)
-        outputs = self._run([prompt_ids[i] + completion_ids[i] for i in scored], params)
+        outputs = self._run([[*prompt_ids[i], *completion_ids[i]] for i in scored], params)
         for i, result in zip(scored, outputs, strict=True):
             # prompt_logprobs[t] maps token t (and the top-1) to log p(token | tokens < t); entry 0 is
             # None. Indexed one position at a time, which both a list and vLLM's FlatLogprobs support.
@@ -298,8 +303,8 @@ class VLLMEngine:
         return outputs
 
 
-class VLLMSampledStudent:
-    """The student as `mcts.proposers.StudentAdapter` uses it, with `generate` served by a `VLLMEngine`.
+class VLLMSampledStudent(TextGeneration):
+    """The student as `models.policy.StudentPolicy` uses it, with `sample_ids` served by a `VLLMEngine`.
 
     The search's student proposals and rollouts are sampled by vLLM with the engine's latest adapter;
     templating (`prompt_ids`, `tokenizer`) is the student's. Log-probs (the search's PRE and PUCT
@@ -316,28 +321,42 @@ class VLLMSampledStudent:
         self.student = student
         self.engine = engine
         self.logprobs = logprobs
+        self.tokenizer, self.prompt_ids = student.tokenizer, student.prompt_ids  # templating is the student's
 
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        return self.student.tokenizer
+    def sample_ids(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int = 1, seed: int | None = None
+    ) -> list[list[list[int]]]:
+        """`VLLMEngine.sample_ids`."""
+        return self.engine.sample_ids(prompt_ids, sampling, n=n, seed=seed)
 
-    def prompt_ids(self, prompt: Prompt) -> list[int]:
-        return self.student.prompt_ids(prompt)
-
-    def generate(self, prompts: Sequence[Prompt], **kwargs: Any) -> list[list[str]]:
-        """`VLLMEngine.generate`: same arguments as `StudentModel.generate`."""
-        return self.engine.generate(prompts, **kwargs)
-
-    def generate_ids(self, prompt_ids: Sequence[list[int]], **kwargs: Any) -> list[list[str]]:
-        """`VLLMEngine.generate_ids`: same arguments as `StudentModel.generate_ids`."""
-        return self.engine.generate_ids(prompt_ids, **kwargs)
+    def _scorer(self) -> StudentModel | VLLMEngine:
+        return self.student if self.logprobs == "student" else self.engine
 
     def token_logprobs(
-        self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        completion_ids: Sequence[Sequence[int]],
+        *,
+        temperature: float = 1.0,
     ) -> list[torch.Tensor]:
-        scorer = self.student if self.logprobs == "student" else self.engine
-        return scorer.token_logprobs(prompt_ids, completion_ids)
+        """The chosen scorer's `token_logprobs` (the engine's accept only temperature 1)."""
+        return self._scorer().token_logprobs(prompt_ids, completion_ids, temperature=temperature)
 
-    def completion_logprobs(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[torch.Tensor]:
-        scorer = self.student if self.logprobs == "student" else self.engine
-        return scorer.completion_logprobs(prompts, completions)
+    def completion_logprobs(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], *, temperature: float = 1.0
+    ) -> list[torch.Tensor]:
+        """The chosen scorer's `completion_logprobs` (the engine's accept only temperature 1)."""
+        return self._scorer().completion_logprobs(prompts, completions, temperature=temperature)
+
+
+def _generated_ids(completion: Any, eos: int | None) -> list[int]:
+    """A vLLM `CompletionOutput`'s token ids without the EOS that ended it.
+
+    vLLM keeps the token that stopped a sequence in `token_ids`: the tokenizer's EOS, or another
+    of the generation config's EOS ids, which it reports as an int `stop_reason`. A stop string
+    (a str `stop_reason`) keeps its tokens, as `StudentModel.sample_ids` does.
+    """
+    ids = list(completion.token_ids)
+    stop_reason = completion.stop_reason
+    ended_on = {eos, stop_reason if isinstance(stop_reason, int) else None} - {None}
+    return ids[:-1] if ids and ids[-1] in ended_on else ids

@@ -7,7 +7,7 @@ that uses it are tested against this fake, put into `sys.modules` under `vllm`, 
 answers in vLLM's output shapes; it checks this project's logic, not vLLM.
 
 `FakeEncoder` stands in for the student's templating (`prompt_ids`, `tokenizer`): BOS 1, then one id
-per character; `write_fake_adapter` writes the two files `VLLMEngine.set_adapter` looks for.
+per character (EOS is 2); `write_fake_adapter` writes the two files `VLLMEngine.set_adapter` looks for.
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ class FakeLogprob:
 
 @dataclasses.dataclass
 class FakeCompletion:
+    """A vLLM `CompletionOutput`: its text, the token ids it sampled (EOS included) and why it stopped."""
+
     index: int
     text: str
+    token_ids: list[int]
+    finish_reason: str = "stop"
+    stop_reason: int | str | None = None  # None: ended on the tokenizer's EOS
 
 
 @dataclasses.dataclass
@@ -65,7 +70,8 @@ def fake_logprob(position: int, token: int) -> float:
 class FakeLLM:
     """Records its constructor arguments and every generate call; answers in vLLM's shapes.
 
-    Sample j of prompt i (in the call's order) is the text `prompt{i}-sample{j}`.
+    Sample j of prompt i (in the call's order) is the text `prompt{i}-sample{j}`; its token ids are
+    `FakeTokenizer`'s (one per character) followed by the EOS id that ended it, as vLLM keeps it.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -83,7 +89,8 @@ class FakeLLM:
                 top = {0: FakeLogprob(-0.001)}  # a top-1 entry beside the actual token
                 logprobs = [None] + [{**top, t: FakeLogprob(fake_logprob(p, t))} for p, t in enumerate(ids) if p > 0]
             # Out of index order, as a streamed result could be.
-            completions = [FakeCompletion(j, f"prompt{number}-sample{j}") for j in reversed(range(params.n))]
+            texts = {j: f"prompt{number}-sample{j}" for j in reversed(range(params.n))}
+            completions = [FakeCompletion(j, t, [*fake_token_ids(t), FAKE_EOS]) for j, t in texts.items()]
             outputs.append(FakeRequestOutput(completions, logprobs))
         return outputs
 
@@ -101,11 +108,24 @@ def fake_vllm_modules() -> dict[str, types.ModuleType]:
     return {"vllm": vllm, "vllm.lora": lora, "vllm.lora.request": request}
 
 
+FAKE_EOS = 2  # below every character's id
+
+
+def fake_token_ids(text: str) -> list[int]:
+    """`FakeTokenizer`'s ids for `text`: one per character."""
+    return [ord(ch) for ch in text]
+
+
 class FakeTokenizer:
+    eos_token_id = FAKE_EOS
+
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
         if add_special_tokens:
             raise AssertionError("completions must be tokenized without special tokens")
-        return {"input_ids": [ord(ch) for ch in text]}
+        return {"input_ids": fake_token_ids(text)}
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return "".join(chr(i) for i in ids if not (skip_special_tokens and i == FAKE_EOS))
 
 
 class FakeEncoder:
