@@ -13,7 +13,9 @@ server on 127.0.0.1 that answers every request with a distinct step. Each expans
   `parallel_simulations=8` and virtual loss (bounded by `client.max_concurrency`).
 
 PRE is a constant 0 and the terminal check is rule-based, so the time measured is the search's
-and the teachers'. Prints the median simulations per second of each arm and their ratio.
+and the teachers'. No student is loaded, so a step's UTF-8 bytes stand in for its token ids
+(`Proposers.encode`); a real tokenizer would only add its own, equal, cost to both arms. Prints
+the median simulations per second of each arm and their ratio.
 """
 
 from __future__ import annotations
@@ -27,15 +29,27 @@ import statistics
 import time
 
 from alphazero_llm.config import TeacherModelConfig, load_config
-from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts import ConstantStepScorer, Evaluator, Partial, ProposedStep, Proposers, search
 from alphazero_llm.mcts.proposers import TeacherProposer
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.testing.fake_openai import FakeOpenAIServer
 from alphazero_llm.testing.fault_proxy import FaultProxy
 
-QUESTION = "Janet's ducks lay 16 eggs per day. She eats three for breakfast. How many eggs are left?"
+PROBLEM = Problem(
+    question="Janet's ducks lay 16 eggs per day. She eats three for breakfast. How many eggs are left?",
+    gold="13",
+    solution="She has 16 - 3 = <<16-3=13>>13 eggs left.\n#### 13",
+    id="bench-0",
+)
 N_RIGHT = N_WRONG = 5
+
+
+def byte_encode(text: str) -> tuple[int, ...]:
+    """Token ids for a step that arrives as text. No student tokenizer is loaded in this benchmark,
+    so a step's UTF-8 bytes serve as its ids: the search only stores and concatenates them."""
+    return tuple(text.encode())
 
 
 class SequentialProposer:
@@ -45,11 +59,11 @@ class SequentialProposer:
         self.inner, self.name = inner, inner.name
         self.lock = asyncio.Lock()
 
-    async def propose(self, question: str, state: str, direction: str, n: int) -> list[ProposedStep]:
+    async def propose(self, problem: Problem, partial: Partial, direction: str, n: int) -> list[ProposedStep]:
         async with self.lock:
             steps: list[ProposedStep] = []
             for _ in range(n):
-                steps += await self.inner.propose(question, state, direction, 1)
+                steps += await self.inner.propose(problem, partial, direction, 1)
             return steps
 
     def tokens_used(self) -> int:
@@ -67,9 +81,11 @@ async def _arm(proposers: Proposers, parallel: int, iterations: int, seed: int) 
         num_student=0,
         parallel_simulations=parallel,
     )
-    evaluator = Evaluator(TerminalChecker.rules_only(full.teachers.terminal_checker), ConstantStepScorer(0.0))
+    evaluator = Evaluator(
+        TerminalChecker.rules_only(full.teachers.terminal_checker), ConstantStepScorer(0.0), config.rewards
+    )
     start = time.perf_counter()
-    result = await search(QUESTION, "13", proposers, evaluator, mcts, config.rewards, random.Random(seed))
+    result = await search(PROBLEM, proposers, evaluator, mcts, random.Random(seed))
     elapsed = time.perf_counter() - start
     if result.stats.proposer_failures:
         raise RuntimeError(f"proposals failed: {result.stats.proposer_failures}")
@@ -96,8 +112,8 @@ async def run(args: argparse.Namespace) -> None:
         )
         async with ens:
             teacher = TeacherProposer(ens)
-            original = Proposers(SequentialProposer(teacher), credit=teacher.credit)
-            concurrent = Proposers(teacher, credit=teacher.credit)
+            original = Proposers(SequentialProposer(teacher), encode=byte_encode, credit=teacher.credit)
+            concurrent = Proposers(teacher, encode=byte_encode, credit=teacher.credit)
             await _arm(concurrent, 8, 8, 0)  # warm-up: connections, first-call imports
             seq, conc = [], []
             for r in range(args.repeats):  # interleaved, so drift hits both arms alike

@@ -14,7 +14,10 @@ micro-batch size) and models.yaml's LoRA dropout (`--lora-dropout` overrides it 
 
 What one step is, per variant (each runs in its own subprocess):
 
-- ours: `Trainer.update(batch)`: reference log-probs without grad (`StudentModel.token_logprobs`,
+- ours: `Trainer.update(batch)`, the batch being `Trainer.batch` of a fixed `Group` that a tiny trajectory
+  source hands the `Trainer` (the prompt ids `assembly.student_policy(...).prompt_ids(problem)`, the
+  completions' ids the tokenised texts, terminal, so the Trainer adds EOS; log-probs at temperature 1,
+  TRL's default): reference log-probs without grad (`StudentModel.token_logprobs`,
   the reference via `StudentModel.reference()`, i.e. the adapter disabled), then `grpo_loss` per
   micro-batch (on-policy, the old log-probs are the policy's own, detached, as TRL's), backward,
   clip, AdamW step.
@@ -97,9 +100,11 @@ from typing import Any
 
 import torch
 
-from alphazero_llm.config import Config, load_config
-from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.config import Config, load_config, override
+from alphazero_llm.data import Gsm8kSource, Problem, load_gsm8k
 from alphazero_llm.models.student import StudentModel, StudentSpec
+from alphazero_llm.training.assembly import student_policy
+from alphazero_llm.trajectory import Group, Step, Trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "gsm8k"
@@ -174,27 +179,45 @@ def reset_peak_rss() -> bool:
 # --- the batch -------------------------------------------------------------------------------------
 
 
+# The log-probs' temperature: TRL's default (its GRPOConfig's is not set here), so both score the same distribution.
+TEMPERATURE = 1.0
+
+
 @dataclass(frozen=True)
 class Workload:
+    problem: Problem
     messages: list[dict[str, str]]
+    group: Group  # the fixed group ours trains on: the prompt ids and the texts' ids, EOS not yet appended
     prompt_ids: list[int]
-    completion_ids: list[list[int]]
+    completion_ids: list[list[int]]  # as both sides score them: the texts' ids, EOS, cut to the budget
     rewards: list[float]
+
+
+def fixed_group(
+    problem: Problem, prompt_ids: Sequence[int], texts: Sequence[str], rewards: Sequence[float], tokenizer: Any
+) -> Group:
+    """One terminal trajectory per text (one step: the text's token ids), with its fixed reward."""
+    trajectories = []
+    for text, reward in zip(texts, rewards, strict=True):
+        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+        step = Step(text, ids, "reference", "bench", "right")
+        trajectories.append(Trajectory((step,), reward, True, None, None, False, None))
+    return Group(problem, tuple(prompt_ids), tuple(trajectories), TEMPERATURE)
 
 
 def build_workload(student: StudentModel, config: Config, args: argparse.Namespace) -> Workload:
     data = SHARED_DATA if (SHARED_DATA / "test.jsonl").is_file() else FIXTURE_DATA
     row = load_gsm8k("test", Gsm8kSource(path=str(data)), num_examples=args.question + 1)[args.question]
-    messages = [
-        {"role": "system", "content": config.training.environment.system_prompt},
-        {"role": "user", "content": row["question"]},
-    ]
+    problem = Problem.from_row(row)
+    policy = student_policy(student, config, args.seed)  # the run's prompt: what the search and the loss use
+    prompt_ids = policy.prompt_ids(problem)
+    rewards = fixed_rewards(args.group, args.seed)
+    group = fixed_group(
+        problem, prompt_ids, variant_texts(problem.solution, args.group, args.seed), rewards, student.tokenizer
+    )
     eos = student.tokenizer.eos_token_id
-    completions = []
-    for text in variant_texts(row["info"]["solution"], args.group, args.seed):
-        ids = [*student.tokenizer(text, add_special_tokens=False)["input_ids"], eos]
-        completions.append(ids[: args.max_completion_tokens])
-    return Workload(messages, student.prompt_ids(messages), completions, fixed_rewards(args.group, args.seed))
+    completions = [[*t.completion_ids, eos][: args.max_completion_tokens] for t in group.trajectories]
+    return Workload(problem, policy.chat(problem), group, list(prompt_ids), completions, rewards)
 
 
 def seed_adapter(model: torch.nn.Module) -> float:
@@ -242,29 +265,37 @@ class StepReport:
 
 def run_ours(args: argparse.Namespace, config: Config) -> StepReport:
     from alphazero_llm.training.grpo import group_advantages
-    from alphazero_llm.training.loop import Batch, LoopSettings, Trainer
+    from alphazero_llm.training.loop import Trainer
 
     torch.manual_seed(args.seed)
     student = load_student(args, config, lora=True)
     report = StepReport("ours", adapter_fingerprint=seed_adapter(student.model))
     report.model_bytes = unique_storage_bytes(model_tensors(student.model))
     work = build_workload(student, config, args)
-    rewards = torch.tensor(work.rewards)
-    batch = Batch(work.prompt_ids, work.completion_ids, rewards)
-    report.advantages = group_advantages(rewards, config.training.grpo.advantage_clip).tolist()
-    lengths = [len(ids) for ids in work.completion_ids]
-    report.extra.update(prompt_tokens=len(work.prompt_ids), completion_tokens=sum(lengths), longest=max(lengths))
 
-    def never(*_: Any) -> Any:
-        raise AssertionError("the benchmark calls Trainer.update only")
+    def fixed(problem: Problem, rng: random.Random, step: int) -> Group:
+        return work.group
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = LoopSettings(
-            num_examples=args.repeats + 1, checkpoint_dir=Path(tmp), save_every=1, log_interval=1, loss="grpo",
-            seed=args.seed, system_prompt=work.messages[0]["content"],
-            max_completion_tokens=args.max_completion_tokens,
-        )  # fmt: skip
-        trainer = Trainer(student, never, [{"question": "", "answer": ""}], config.training, settings)
+        training = override(
+            config.training,
+            {
+                "seed": args.seed,
+                "run.num_examples": args.repeats + 1,
+                "run.checkpoint_dir": tmp,
+                "run.save_every": 1,
+                "run.log_interval": 1,
+                "run.loss": "grpo",
+                "run.max_completion_tokens": args.max_completion_tokens,
+            },
+        )
+        trainer = Trainer(student, fixed, [work.problem], training)
+        batch = trainer.batch(trainer.source(work.problem, trainer.rng, 0))
+        if batch.completion_ids != work.completion_ids or batch.prompt_ids != work.prompt_ids:
+            raise RuntimeError("the Trainer's batch is not the workload TRL is given")
+        report.advantages = group_advantages(batch.rewards, config.training.grpo.advantage_clip).tolist()
+        lengths = [len(ids) for ids in batch.completion_ids]
+        report.extra.update(prompt_tokens=len(batch.prompt_ids), completion_tokens=sum(lengths), longest=max(lengths))
         report.load_peak_rss = peak_rss()
         report.pre_step_rss = current_rss()
         report.peak_reset = reset_peak_rss()

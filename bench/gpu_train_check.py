@@ -9,28 +9,29 @@ One process, one GPU, in this order:
 1. Load: the student by `StudentModel.load(StudentSpec(name=--model, device="cuda"), config.models)`
    (nf4 4-bit, LoRA r=32 from models.yaml); its fresh adapter saved, `VLLMEngine` started beside it
    (bf16 base + LoRA, `--gpu-memory-utilization` of the GPU) and pointed at that adapter.
-2. Search: one `mcts.search` (PUCT, `--iterations`) on a GSM8K-style question written for this check,
-   with a reference solution for PRE. The proposers:
-   - student: `StudentAdapter(VLLMSampledStudent(student, engine, logprobs=--logprobs))`. Its proposals
-     are sampled by vLLM with the engine's adapter; PRE and the PUCT priors come from the transformers
-     student (`--logprobs student`, the default: the nf4 policy the loss trains) or from vLLM
-     (`--logprobs vllm`). The transformers student's `generate_ids` is wrapped to count calls: any call
-     during the search fails the check.
+2. Search: one tree search (PUCT, `--iterations`) on a GSM8K-style `Problem` written for this check,
+   with a reference solution for PRE, by the run's own assembly: `assembly.student_policy` over
+   `VLLMSampledStudent(student, engine, logprobs=--logprobs)` and an `MCTSSource` (`sources.search_parts`
+   inside), as `train_vllm.py` wires it. The parts:
+   - student: the policy's steps are sampled by vLLM with the engine's adapter; PRE and the PUCT priors
+     come from the transformers student (`--logprobs student`, the default: the nf4 policy the loss
+     trains) or from vLLM (`--logprobs vllm`). The transformers student's `sample_ids` is wrapped to
+     count calls: any call during the search fails the check.
    - teacher: the GPU box has no network, so the teachers are the student's own model on the same
      vLLM engine (`EngineTeacher`), asked with the teachers' prompts (`prompts.proposal_messages`,
      "right" and "wrong") and cut to one step by `prompts.cut_step`.
    - terminal check: rules only (`#### N` or `\\boxed{}`), no LLM.
    Checks: the search made trajectories, no proposer call failed, vLLM sampled student and teacher steps.
-3. GRPO: a `Trainer` (training/loop.py) whose search_fn returns that search takes one example
-   (`train_example`: tokenise the trajectories, old/reference log-probs, loss, backward, 8-bit AdamW step).
+3. GRPO: a `Trainer` (training/loop.py) whose source hands back that search's `Group` takes one example
+   (`train_example`: the group's token ids, reference log-probs, loss, backward, 8-bit AdamW step).
    Checks: loss and gradient norm finite, the optimiser stepped, the LoRA weights changed. The step uses
    `--learning-rate` (default 1e-4) without warm-up, so that one step moves the adapter visibly; the
    config's 1e-5 at the first warm-up step (x1/5) moves it too little to see through bf16.
 4. Save and reload: `trainer.save()` writes a checkpoint (adapter, optimiser, RNG ...). A freshly loaded
    student takes it with `checkpoint.load_checkpoint` (sha256-verified): its LoRA weights must equal
-   the trained ones exactly, and its log-probs on the probe pairs (the search's trajectories after the
-   question) must match the trained student's. `engine.set_adapter(checkpoint/adapter)` must take a new
-   adapter id and generate with it, and vLLM's log-probs on the probe pairs must move: when the
+   the trained ones exactly, and its log-probs on the probe pairs (the search's trajectories' token ids
+   after the group's prompt ids) must match the trained student's. `engine.set_adapter(checkpoint/adapter)`
+   must take a new adapter id and generate with it, and vLLM's log-probs on the probe pairs must move: when the
    transformers log-probs moved by at least 0.005 nats/token, vLLM's must move by a tenth of that at
    least (else vLLM still serves the old adapter); a smaller step is reported, not judged.
 5. Report: seconds per phase, this process's allocator peak (student, training step, fresh student),
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
@@ -67,16 +67,21 @@ from typing import Any
 
 import torch
 
-from alphazero_llm.config import Config, MCTSConfig, load_config
-from alphazero_llm.mcts import Evaluator, ProposedStep, Proposers, SearchResult, search
-from alphazero_llm.mcts.proposers import StudentAdapter
+from alphazero_llm.config import Config, MCTSConfig, load_config, override
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts import Partial, ProposedStep, SearchResult
 from alphazero_llm.models.embedded import EmbeddedModelMissing
+from alphazero_llm.models.policy import StudentPolicy
 from alphazero_llm.models.prompts import cut_step, proposal_messages
+from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.models.student import Prompt, StudentModel, StudentSpec
 from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.models.vllm_engine import VLLMSampledStudent
+from alphazero_llm.training.assembly import SEED_STRIDE, example_seed, student_policy
 from alphazero_llm.training.checkpoint import ADAPTER_DIR, load_checkpoint
-from alphazero_llm.training.loop import LoopSettings, Trainer
+from alphazero_llm.training.loop import Trainer
+from alphazero_llm.training.sources import MCTSSource
+from alphazero_llm.trajectory import Group
 
 DEFAULT_MODEL = "meta-llama/Llama-3.2-3B-Instruct"
 CPU_MODEL = "embedded"
@@ -93,12 +98,11 @@ SOLUTION = (
     "#### 432"
 )
 GOLD = "432"
+PROBLEM = Problem(question=QUESTION, gold=GOLD, solution=SOLUTION, id="gpu-train-check")
 
 # Below this mean move of the transformers log-probs (nats/token) the step is too small to require
 # vLLM to show it: vLLM adds the LoRA output to bf16 activations, which can round a tiny one away.
 VISIBLE_MOVE = 0.005
-# The student's and the teacher's sampling seeds start this far apart per --seed (one search makes far fewer calls).
-SEED_STRIDE = 100_000
 RELOAD_TOLERANCE = 1e-3  # fresh student vs trained student, mean |log-prob difference|
 
 
@@ -154,17 +158,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def search_config(config: Config, args: argparse.Namespace) -> MCTSConfig:
     """training.yaml's search with a budget that fits the check: PUCT, so that the priors are exercised too."""
-    return dataclasses.replace(
+    return override(
         config.training.mcts,
-        num_iterations=args.iterations,
-        selection="puct",
-        max_depth=6,
-        tokens_per_expansion=args.step_tokens,
-        num_right=1 if args.quick else 2,
-        num_wrong=1,
-        num_student=2,
-        parallel_simulations=1,
-        rollout=False,
+        {
+            "num_iterations": args.iterations,
+            "selection": "puct",
+            "max_depth": 6,
+            "tokens_per_expansion": args.step_tokens,
+            "num_right": 1 if args.quick else 2,
+            "num_wrong": 1,
+            "num_student": 2,
+            "parallel_simulations": 1,
+            "rollout": False,
+        },
+    )
+
+
+def check_config(config: Config, args: argparse.Namespace, checkpoint_dir: Path) -> Config:
+    """`config` with the check's search (`search_config`) and one GRPO example at `--learning-rate`, without
+    warm-up (so that one step moves the adapter visibly), checkpointed to `checkpoint_dir`."""
+    return override(
+        config,
+        {
+            "training.seed": args.seed,
+            "training.mcts": search_config(config, args),
+            "training.optimizer.learning_rate": args.learning_rate,
+            "training.optimizer.warmup_steps": 0,
+            "training.optimizer.gradient_accumulation_steps": 1,
+            "training.run.num_examples": 1,
+            "training.run.checkpoint_dir": str(checkpoint_dir),
+            "training.run.save_every": 1,
+            "training.run.log_interval": 1,
+            "training.run.loss": "grpo",
+        },
     )
 
 
@@ -189,22 +215,32 @@ class TransformersEngine:
             self.model.load_adapter(Path(directory))
             self.adapter_id += 1
 
-    def generate(self, prompts: Sequence[Prompt], **kwargs: Any) -> list[list[str]]:
+    def generate(self, prompts: Sequence[Prompt], sampling: Sampling, **kwargs: Any) -> list[list[str]]:
         with self._lock:
-            return self.model.generate(prompts, **kwargs)
+            return self.model.generate(prompts, sampling, **kwargs)
 
-    def generate_ids(self, prompt_ids: Sequence[list[int]], **kwargs: Any) -> list[list[str]]:
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, **kwargs: Any) -> list[list[str]]:
         with self._lock:
-            return self.model.generate_ids(prompt_ids, **kwargs)
+            return self.model.generate_ids(prompt_ids, sampling, **kwargs)
+
+    def sample_ids(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, **kwargs: Any
+    ) -> list[list[list[int]]]:
+        with self._lock:
+            return self.model.sample_ids(prompt_ids, sampling, **kwargs)
 
     @torch.no_grad()
-    def token_logprobs(self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]):
+    def token_logprobs(
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *, temperature: float = 1.0
+    ) -> list[torch.Tensor]:
         with self._lock:
-            return self.model.token_logprobs(prompt_ids, completion_ids)
+            return self.model.token_logprobs(prompt_ids, completion_ids, temperature=temperature)
 
-    def completion_logprobs(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[torch.Tensor]:
+    def completion_logprobs(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], *, temperature: float = 1.0
+    ) -> list[torch.Tensor]:
         with self._lock:
-            return self.model.completion_logprobs(prompts, completions)
+            return self.model.completion_logprobs(prompts, completions, temperature=temperature)
 
 
 class EngineTeacher:
@@ -216,25 +252,16 @@ class EngineTeacher:
     def __init__(self, engine: Any, tokenizer: Any, max_new_tokens: int, temperature: float, seed: int) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
+        self.sampling = Sampling(max_new_tokens, temperature, top_p=0.95)
         self._seed = seed
         self._tokens = 0
         self.calls = 0
 
-    async def propose(self, question: str, partial_solution: str, direction: str, n: int) -> list[ProposedStep]:
-        messages = proposal_messages(question, partial_solution, direction)  # type: ignore[arg-type]
+    async def propose(self, problem: Problem, partial: Partial, direction: str, n: int) -> list[ProposedStep]:
+        messages = proposal_messages(problem.question, partial.text, direction)  # type: ignore[arg-type]
         self._seed += 1
         self.calls += 1
-        (texts,) = await asyncio.to_thread(
-            self.engine.generate,
-            [messages],
-            n=n,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=0.95,
-            seed=self._seed,
-        )
+        (texts,) = await asyncio.to_thread(self.engine.generate, [messages], self.sampling, n=n, seed=self._seed)
         self._tokens += sum(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         steps = [cut_step(t) for t in texts]
         return [ProposedStep(s, self.producer, (self.producer,)) for s in steps if s]
@@ -243,16 +270,16 @@ class EngineTeacher:
         return self._tokens
 
 
-class CountedGenerate:
-    """Wraps the transformers student's `generate_ids` to count calls (the search must sample with vLLM)."""
+class CountedSampling:
+    """Wraps the transformers student's `sample_ids` to count calls (the search must sample with vLLM)."""
 
-    def __init__(self, generate: Callable[..., list[list[str]]]) -> None:
-        self.generate = generate
+    def __init__(self, sample_ids: Callable[..., list[list[list[int]]]]) -> None:
+        self.sample_ids = sample_ids
         self.calls = 0
 
-    def __call__(self, *args: Any, **kwargs: Any) -> list[list[str]]:
+    def __call__(self, *args: Any, **kwargs: Any) -> list[list[list[int]]]:
         self.calls += 1
-        return self.generate(*args, **kwargs)
+        return self.sample_ids(*args, **kwargs)
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -321,6 +348,21 @@ def mean_abs_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float
     return (torch.cat(list(a)) - torch.cat(list(b))).abs().mean().item()
 
 
+Probes = tuple[list[list[int]], list[list[int]]]  # (prompt ids, completion ids), pair by pair
+
+
+def probe_pairs(group: Group, limit: int) -> Probes:
+    """Up to `limit` of the group's trajectories as the loss sees them: its prompt ids, their completion ids."""
+    completions = [list(t.completion_ids) for t in group.trajectories if t.text.strip()][:limit]
+    return [list(group.prompt_ids)] * len(completions), completions
+
+
+@torch.no_grad()
+def score(model: Any, probes: Probes) -> list[torch.Tensor]:
+    """`model.token_logprobs` of the probe pairs (temperature 1, as vLLM's), none when there are none."""
+    return model.token_logprobs(*probes) if probes[1] else []
+
+
 def versions() -> str:
     found = []
     for name in ("torch", "transformers", "peft", "bitsandbytes", "vllm"):
@@ -362,17 +404,16 @@ def start_engine(args: argparse.Namespace, config: Config, student: StudentModel
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config()
     device = torch.device(args.device)
     report = Report(device)
     started = time.perf_counter()
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU dry run (a transformers stand-in for vLLM)"
     print(f"[gpu_train_check] {where}; {versions()}", flush=True)
-    system = config.training.environment.system_prompt
-    question_prompt: Prompt = [{"role": "system", "content": system}, {"role": "user", "content": QUESTION}]
 
     with tempfile.TemporaryDirectory(prefix="gpu_train_check_") as tmp:
         work = Path(tmp)
+        config = check_config(load_config(), args, work / "checkpoints")
+        generation = config.models.generation
         with report.phase("load student"):
             student = load_student(args, config)
             if student is None:
@@ -383,75 +424,40 @@ def run(args: argparse.Namespace) -> int:
             engine.set_adapter(work / "initial_adapter")
         first_adapter = engine.adapter_id
 
-        # --- the search ---
-        counted = CountedGenerate(student.generate_ids)  # `generate` goes through `generate_ids` too
-        student.generate_ids = counted  # type: ignore[method-assign]
-        mcts = search_config(config, args)
-        adapter = StudentAdapter(
-            VLLMSampledStudent(student, engine, logprobs=args.logprobs),
-            max_new_tokens=mcts.tokens_per_expansion,
-            temperature=config.models.generation.temperature,
-            top_p=config.models.generation.top_p,
-            seed=args.seed * SEED_STRIDE,
-            references={QUESTION: SOLUTION},
-            system_prompt=system,
-        )
+        # --- the search, wired by the run's assembly ---
+        counted = CountedSampling(student.sample_ids)  # `generate` and `generate_ids` go through `sample_ids`
+        student.sample_ids = counted  # type: ignore[method-assign]
+        mcts = config.training.mcts
+        seed = example_seed(args.seed, 0)
+        policy = student_policy(VLLMSampledStudent(student, engine, logprobs=args.logprobs), config, seed)
         teacher = EngineTeacher(
             engine,
             student.tokenizer,
             mcts.tokens_per_expansion,
             config.teachers.client.temperature,
-            args.seed * SEED_STRIDE + SEED_STRIDE // 2,  # not the student's seeds: its "right" prompt is the same
+            seed + SEED_STRIDE // 2,  # not the student's seeds: its "right" prompt is the same
         )
         terminal = TerminalChecker.rules_only(config.teachers.terminal_checker)
-        proposers = Proposers(teacher=teacher, student=adapter, prior=adapter)
-        with report.phase("search"):
-            result = asyncio.run(
-                search(
-                    QUESTION,
-                    GOLD,
-                    proposers,
-                    Evaluator(terminal, adapter),
-                    mcts,
-                    config.training.rewards,
-                    random.Random(args.seed),
-                )
-            )
-        check_search(report, result, adapter, teacher, counted)
+        loop = asyncio.new_event_loop()
+        try:
+            source = MCTSSource(loop, lambda step: policy, teacher, terminal, mcts, config.training.rewards)
+            with report.phase("search"):
+                group = source(PROBLEM, random.Random(args.seed), 0)
+        finally:
+            loop.close()
+        assert source.last is not None
+        check_search(report, source.last, policy, teacher, counted)
 
-        # Probe pairs: trajectories as completions of the question, the Trainer's prompt.
-        texts = [t.text for t in result.trajectories if t.text.strip()][: args.probes]
-        probes = ([question_prompt] * len(texts), texts)
-        tf_before = student.completion_logprobs(*probes) if texts else []
-        engine_before = engine.completion_logprobs(*probes) if texts else []
+        # Probe pairs: trajectories as the loss scores them, after the group's prompt.
+        probes = probe_pairs(group, args.probes)
+        tf_before, engine_before = score(student, probes), score(engine, probes)
 
-        # --- one GRPO step ---
-        training = dataclasses.replace(
-            config.training,
-            mcts=mcts,
-            optimizer=dataclasses.replace(
-                config.training.optimizer,
-                learning_rate=args.learning_rate,
-                warmup_steps=0,
-                gradient_accumulation_steps=1,
-            ),
-        )
-        settings = LoopSettings(
-            num_examples=1,
-            checkpoint_dir=work / "checkpoints",
-            save_every=1,
-            log_interval=1,
-            loss="grpo",
-            seed=args.seed,
-            system_prompt=system,
-        )
+        # --- one GRPO step, on the searched group ---
+        def searched(problem: Problem, rng: random.Random, step: int) -> Group:
+            assert problem == PROBLEM, "the Trainer asked for another problem"
+            return group
 
-        def search_fn(question: str, gold: str, rng: random.Random, step: int) -> SearchResult:
-            assert (question, gold) == (QUESTION, GOLD), "the Trainer asked for another question"
-            return result
-
-        row = {"question": QUESTION, "answer": GOLD, "info": {"solution": SOLUTION}}
-        trainer = Trainer(student, search_fn, [row], training, settings)
+        trainer = Trainer(student, searched, [PROBLEM], config.training)
         weights_before = lora_state(student)
         with report.phase("grpo step"):
             record = trainer.train_example()
@@ -464,15 +470,16 @@ def run(args: argparse.Namespace) -> int:
         with report.phase("reload fresh student"):
             fresh = StudentModel.load(StudentSpec(name=args.model, device=args.device), config.models)
             load_checkpoint(checkpoint, fresh)
-        tf_after = student.completion_logprobs(*probes) if texts else []
+        tf_after = score(student, probes)
         check_reload(report, weights_after, lora_state(fresh), fresh, probes, tf_after)
         del fresh
         if device.type == "cuda":
             torch.cuda.empty_cache()
         with report.phase("engine set_adapter"):
             engine.set_adapter(checkpoint / ADAPTER_DIR)
-            samples = engine.generate([question_prompt], n=2, max_new_tokens=args.step_tokens, seed=args.seed)
-            engine_after = engine.completion_logprobs(*probes) if texts else []
+            sampling = Sampling(args.step_tokens, generation.temperature, generation.top_p)
+            samples = engine.generate([policy.chat(PROBLEM)], sampling, n=2, seed=args.seed)
+            engine_after = score(engine, probes)
         check_engine(
             report, engine.adapter_id, first_adapter, samples, (tf_before, tf_after), (engine_before, engine_after)
         )
@@ -486,25 +493,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_search(
-    report: Report, result: SearchResult, adapter: StudentAdapter, teacher: EngineTeacher, counted: CountedGenerate
+    report: Report, result: SearchResult, policy: StudentPolicy, teacher: EngineTeacher, counted: CountedSampling
 ) -> None:
     stats = result.stats
     producers = {p for node in result.root.iter_subtree() for p in node.producers}
     print(
         f"[search] {stats.nodes} nodes, depth {stats.max_depth}, {len(result.trajectories)} trajectories, "
         f"rewards {[round(t.reward, 3) for t in result.trajectories]}, calls {stats.proposer_calls}, "
-        f"failures {stats.proposer_failures}, student tokens {adapter.tokens_used()}, teacher tokens "
-        f"{teacher.tokens_used()}, best answer {result.best_answer!r} (gold {GOLD})",
+        f"failures {stats.proposer_failures}, student tokens {policy.tokens_used()}, teacher tokens "
+        f"{teacher.tokens_used()}, best answer {result.best.answer!r} (gold {GOLD})",
         flush=True,
     )
     print(f"[search] best path:\n{result.best_text}", flush=True)
     report.check(any(t.text.strip() for t in result.trajectories), "the search made no trajectory with text")
     report.check(not stats.proposer_failures, f"proposer calls failed: {stats.proposer_failures}")
     report.check(stats.proposer_calls.get("student/student", 0) > 0, "the student was never asked for a step")
-    report.check(adapter.tokens_used() > 0, "the engine sampled no student tokens")
+    report.check(policy.tokens_used() > 0, "the engine sampled no student tokens")
     report.check(teacher.calls > 0 and teacher.tokens_used() > 0, "the engine sampled no teacher tokens")
     report.check("student" in producers, "no step of the tree was proposed by the student")
-    report.check(counted.calls == 0, f"the transformers student generated {counted.calls} times during the search")
+    report.check(counted.calls == 0, f"the transformers student sampled {counted.calls} times during the search")
 
 
 def check_step(
@@ -530,7 +537,7 @@ def check_reload(
     trained: dict[str, torch.Tensor],
     reloaded: dict[str, torch.Tensor],
     fresh: StudentModel,
-    probes: tuple[list[Prompt], list[str]],
+    probes: Probes,
     tf_after: list[torch.Tensor],
 ) -> None:
     same_keys = trained.keys() == reloaded.keys()
@@ -539,7 +546,7 @@ def check_reload(
         differing = [k for k in trained if not torch.equal(trained[k], reloaded[k])]
         report.check(not differing, f"{len(differing)} reloaded LoRA tensors differ from the trained ones")
     if probes[1]:
-        gap = mean_abs_diff(fresh.completion_logprobs(*probes), tf_after)
+        gap = mean_abs_diff(score(fresh, probes), tf_after)
         print(f"[reload] fresh student vs trained student: mean |log-prob difference| {gap:.2e}", flush=True)
         report.check(gap <= RELOAD_TOLERANCE, f"the reloaded student scores differently ({gap:.2e} nats/token)")
 

@@ -3,8 +3,9 @@
     GSM8K_PATH=../shared/data/gsm8k python examples/learn_gsm8k_cpu.py            # ~50 min on 2 idle cores
     python examples/learn_gsm8k_cpu.py --num-examples 4 --eval-size 8 --eval-every 2  # a smoke run
 
-What it runs: `train_vllm.py`'s own `run()` (the same search, Trainer, checkpoints, metrics and plots)
-on the embedded student, SmolLM2-135M-Instruct (bf16 LoRA r=32, CPU), with
+What it runs: `train_vllm.py`'s own `training.run.run` (the same assembly, search, Trainer, checkpoints,
+metrics and plots), its settings settled by `training.settings.settle` from train_vllm.py's flags, on the
+embedded student, SmolLM2-135M-Instruct (bf16 LoRA r=32, CPU), with
 
 - teachers: `--reference-teacher only`, i.e. GSM8K's reference solution as the teacher (its next
   line is a "right" step, the line with a number changed a "wrong" one), beside the student's own
@@ -46,13 +47,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from alphazero_llm.config import Config, load_config
+from alphazero_llm.config import Config, load_config, override
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.training.checkpoint import list_checkpoints
 from alphazero_llm.training.cli import build_parser
 from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, mcnemar_exact
-from alphazero_llm.training.run import EVAL_FILE, run, run_settings
+from alphazero_llm.training.run import EVAL_FILE, run
+from alphazero_llm.training.settings import settle
 
 logger = logging.getLogger("learn_gsm8k_cpu")
 
@@ -102,31 +104,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def experiment_config(args: argparse.Namespace) -> Config:
-    """training.yaml's config with this experiment's search budget, leaf-value weights and learning rate."""
-    config = load_config()
-    t = config.training
-    mcts = dataclasses.replace(
-        t.cpu_mcts,
-        num_iterations=args.iterations,
-        selection=args.selection,
-        exploration_constant=args.exploration,
-        num_right=1,  # the reference teacher proposes one step per direction
-        num_wrong=1,
-        num_student=args.student_steps,
-        tokens_per_expansion=args.tokens_per_step,
-        max_depth=args.max_depth,
-    )
-    rewards = dataclasses.replace(
-        t.rewards,
-        hre_weight=args.hre_weight,
-        pre_weight=args.pre_weight,
-        length_penalty=args.length_penalty,
-        format_bonus=args.format_bonus,
-    )
-    optimizer = dataclasses.replace(t.optimizer, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps)
-    grpo = dataclasses.replace(t.grpo, loss_type=args.loss_type)
-    training = dataclasses.replace(t, mcts=mcts, rewards=rewards, optimizer=optimizer, grpo=grpo)
-    return dataclasses.replace(config, training=training)
+    """The CPU config (training.yaml with its `cpu` section, `Config.for_device`) with this experiment's search
+    budget, leaf-value weights, learning rate and answer length; the same on every device, so that
+    `settings.settle` keeps it."""
+    changes = {
+        "mcts.num_iterations": args.iterations,
+        "mcts.selection": args.selection,
+        "mcts.exploration_constant": args.exploration,
+        "mcts.num_right": 1,  # the reference teacher proposes one step per direction
+        "mcts.num_wrong": 1,
+        "mcts.num_student": args.student_steps,
+        "mcts.tokens_per_expansion": args.tokens_per_step,
+        "mcts.max_depth": args.max_depth,
+        "rewards.hre_weight": args.hre_weight,
+        "rewards.pre_weight": args.pre_weight,
+        "rewards.length_penalty": args.length_penalty,
+        "rewards.format_bonus": args.format_bonus,
+        "optimizer.learning_rate": args.learning_rate,
+        "optimizer.warmup_steps": args.warmup_steps,
+        "grpo.loss_type": args.loss_type,
+    }
+    base = load_config()
+    training = override(base.training_on_cpu, changes)
+    config = dataclasses.replace(base, training=training, training_on_cpu=training)
+    # The run's greedy evaluations before and after answer in as many tokens as the curve's.
+    return override(config, {"models.generation.max_new_tokens": args.max_new_tokens})
 
 
 def train(args: argparse.Namespace, config: Config) -> None:
@@ -135,19 +137,15 @@ def train(args: argparse.Namespace, config: Config) -> None:
         "--reference-teacher", "only", "--use-grpo", "--device", "cpu",
         "--num-examples", str(args.num_examples), "--save-every", str(args.eval_every),
         "--eval-size", str(args.eval_size), "--checkpoint-dir", str(args.out), "--seed", str(args.seed),
+        "--keep-last", "0",  # the curve needs every checkpoint's adapter; the default keeps the last three
     ]  # fmt: skip
     if args.dataset_path:
         argv += ["--dataset-path", args.dataset_path]
     if args.resume:
         argv.append("--resume")
-    settings = run_settings(build_parser(config).parse_args(argv), config, "cpu")
-    # The curve needs every checkpoint's adapter; the default keeps the last three.
-    settings = dataclasses.replace(settings, loop=dataclasses.replace(settings.loop, keep_last=None))
-    settings = dataclasses.replace(settings, mcts=config.training.mcts)  # the CPU defaults would replace it
-    logger.info("train_vllm.py %s (search and optimiser overridden: %s)", " ".join(argv), settings.mcts)
-    run(settings, dataclasses.replace(config, models=dataclasses.replace(
-        config.models, generation=dataclasses.replace(config.models.generation, max_new_tokens=args.max_new_tokens)
-    )))  # fmt: skip
+    settings = settle(build_parser(config).parse_args(argv), config, "cpu")
+    logger.info("train_vllm.py %s (search and optimiser overridden: %s)", " ".join(argv), settings.training.mcts)
+    run(settings)
 
 
 def adapter_digest(checkpoint: Path) -> str:

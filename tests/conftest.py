@@ -6,6 +6,7 @@ ALPHAZERO_REQUIRE_REAL_PARTS=1 so that an absent part fails instead of hiding.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import socket
@@ -101,3 +102,11 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     return modules["vllm"]
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop for a `training.sources.MCTSSource` (a run keeps one for its whole length)."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from alphazero_llm.config import load_config
 from alphazero_llm.training.cli import build_parser, main
-from alphazero_llm.training.run import RunSettings, run_settings
+from alphazero_llm.training.settings import RunSettings, settle
 
 CONFIG = load_config()
 
 
-def test_defaults_come_from_training_yaml():
+def test_flags_with_a_config_key_default_to_not_given():
+    """None: "not given", so that `settle` alone lays flags over the config (tested below)."""
     args = build_parser(CONFIG).parse_args([])
+    for flag in ("num_examples", "save_every", "eval_size", "log_interval", "checkpoint_dir", "seed", "tier",
+                 "report_to", "keep_last", "dataset_path", "student"):  # fmt: skip
+        assert getattr(args, flag) is None, flag
+    assert not args.local_teacher and args.teacher == []
+    s = settle(args, CONFIG, "cuda", env={})
     run = CONFIG.training.run
-    # None: "not given", so that run_settings can apply the CPU defaults (tested below).
-    assert (args.num_examples, args.save_every, args.eval_size) == (None, None, None)
-    assert args.log_interval == run.log_interval
-    assert str(args.checkpoint_dir) == run.checkpoint_dir
-    assert not args.local_teacher and args.dataset_path is None
-    assert args.tier == CONFIG.teachers.default_tier
-    assert args.teacher == []
+    assert (s.training.run.log_interval, s.training.run.checkpoint_dir) == (run.log_interval, run.checkpoint_dir)
+    assert (s.training.seed, s.training.run.keep_last) == (CONFIG.training.seed, run.keep_last)
 
 
 def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]):
@@ -32,7 +34,7 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]):
     for flag in (
         "--num-examples", "--checkpoint-dir", "--save-every", "--log-interval", "--use-grpo", "--use-legacy",
         "--config", "--resume", "--eval-size", "--seed", "--tier", "--student", "--device", "--report-to",
-        "--teacher", "--local-teacher", "--reference-teacher", "--dataset-path", "--engine",
+        "--teacher", "--local-teacher", "--reference-teacher", "--dataset-path", "--engine", "--keep-last",
     ):  # fmt: skip
         assert flag in text
 
@@ -56,25 +58,22 @@ def test_extra_teacher_from_the_command_line(capsys: pytest.CaptureFixture[str])
 
 
 def settings_for(argv: list[str], device: str = "cpu", env: dict[str, str] | None = None) -> RunSettings:
-    return run_settings(build_parser(CONFIG).parse_args(argv), CONFIG, device, env={} if env is None else env)
+    return settle(build_parser(CONFIG).parse_args(argv), CONFIG, device, env={} if env is None else env)
 
 
 def test_cpu_defaults_keep_the_run_small():
-    cpu = CONFIG.training.cpu
+    cpu = CONFIG.training_on_cpu
     s = settings_for([])
-    assert (s.loop.num_examples, s.loop.save_every, s.eval_size) == (cpu.num_examples, cpu.save_every, cpu.eval_size)
-    for key, value in dataclasses.asdict(cpu.mcts).items():
-        assert getattr(s.mcts, key) == value
-    assert s.mcts.selection == CONFIG.training.mcts.selection  # the rest of the search config is kept
+    assert s.training == cpu  # no flag: training.yaml with its cpu section laid over it
+    assert (cpu.run.num_examples, cpu.run.save_every, cpu.dataset.num_eval_examples) == (4, 2, 4)
+    assert cpu.mcts.num_iterations < CONFIG.training.mcts.num_iterations
+    assert cpu.mcts.selection == CONFIG.training.mcts.selection  # the rest of the search config is kept
     assert s.student == CONFIG.models.student.cpu_name and s.device == "cpu"
 
 
 def test_cuda_uses_the_full_config():
     s = settings_for([], device="cuda", env={"OPENROUTER_API_KEY": "sk-test-SECRET"})
-    run = CONFIG.training.run
-    assert (s.loop.num_examples, s.loop.save_every) == (run.num_examples, run.save_every)
-    assert s.eval_size == CONFIG.training.dataset.num_eval_examples
-    assert s.mcts == CONFIG.training.mcts
+    assert s.training == CONFIG.training
     assert s.student == CONFIG.models.student.name
 
 
@@ -82,13 +81,27 @@ def test_explicit_flags_win_over_cpu_defaults(tmp_path):
     s = settings_for(
         ["--num-examples", "7", "--save-every", "3", "--eval-size", "0", "--checkpoint-dir", str(tmp_path),
          "--use-legacy", "--seed", "5", "--student", "some/model", "--dataset-path", "data", "--resume",
-         "--log-interval", "2", "--report-to", "tensorboard"]
+         "--log-interval", "2", "--report-to", "tensorboard", "--keep-last", "0"]
     )  # fmt: skip
-    assert (s.loop.num_examples, s.loop.save_every, s.eval_size) == (7, 3, 0)
-    assert (s.loop.checkpoint_dir, s.loop.loss, s.loop.seed, s.loop.log_interval) == (tmp_path, "legacy", 5, 2)
-    assert (s.student, s.dataset_path, s.resume, s.report_to) == ("some/model", "data", True, "tensorboard")
-    assert settings_for(["--use-grpo"]).loop.loss == "grpo"
-    assert settings_for([]).loop.loss == CONFIG.training.run.loss
+    run = s.training.run
+    assert (run.num_examples, run.save_every, s.training.dataset.num_eval_examples) == (7, 3, 0)
+    assert (s.checkpoint_dir, run.loss, s.training.seed, run.log_interval) == (tmp_path, "legacy", 5, 2)
+    assert (s.student, s.training.dataset.path, s.resume, run.report_to) == ("some/model", "data", True, "tensorboard")
+    assert run.keep_last == 0
+    assert s.training.mcts == CONFIG.training_on_cpu.mcts  # what no flag names stays the (CPU) config's
+    assert settings_for(["--use-grpo"]).training.run.loss == "grpo"
+    assert settings_for([]).training.run.loss == CONFIG.training.run.loss
+
+
+def test_settle_is_pure():
+    """The same flags give the same settings, and the config passed in is not changed."""
+    before = dataclasses.asdict(CONFIG)
+    assert settings_for(["--num-examples", "3"]) == settings_for(["--num-examples", "3"])
+    assert dataclasses.asdict(CONFIG) == before
+
+
+def test_checkpoint_dir_reaches_the_run_as_a_path():
+    assert settings_for(["--checkpoint-dir", "out/x"]).checkpoint_dir == Path("out/x")
 
 
 def test_teacher_choice():
@@ -123,5 +136,7 @@ def test_reference_teacher_choice():
 def test_bad_values_are_usage_errors():
     with pytest.raises(SystemExit, match="--save-every must be positive"):
         main(["--save-every", "0"])
-    with pytest.raises(SystemExit, match="--eval-size must be >= 0"):
-        main(["--eval-size", "-1"])
+    with pytest.raises(SystemExit, match="--eval-size must be >= -1"):
+        main(["--eval-size", "-2"])
+    with pytest.raises(SystemExit, match="--keep-last must be >= 0"):
+        main(["--keep-last", "-1"])

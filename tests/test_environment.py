@@ -11,6 +11,7 @@ from datasets import Dataset
 
 from alphazero_llm.config import load_config
 from alphazero_llm.environment import shared_perplexity_reward
+from alphazero_llm.models.prompts import question_messages
 from alphazero_llm.models.student import StudentModel
 from alphazero_llm.rewards import build_rubric
 from alphazero_llm_trainer import load_environment
@@ -37,7 +38,9 @@ def test_defaults_come_from_config():
         "answer_parsed": 0.0,
     }
     assert len(env.dataset) == 8  # fewer than the configured 50 in the fixture
-    assert len(env.eval_dataset) == 6  # -1: the whole eval split
+    assert len(env.eval_dataset) == 6  # the whole eval split: fewer than the configured 20
+    for row in (env.dataset[0], env.eval_dataset[0]):  # the one chat prompt, its system message not repeated
+        assert row["prompt"] == question_messages(row["question"], cfg.environment.system_prompt)
     assert env.parser.parse("so #### 1,000") == "1,000"
 
 

@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts import Partial
 from alphazero_llm.models.prompts import proposal_messages
+from alphazero_llm.models.sampling import Sampling
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_train_check.py"
 
@@ -77,10 +80,10 @@ def test_search_budget_comes_from_the_flags(check: ModuleType):
 class ScriptedEngine:
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
-        self.calls: list[tuple[Any, dict[str, Any]]] = []
+        self.calls: list[tuple[Any, Sampling, dict[str, Any]]] = []
 
-    def generate(self, prompts, **kwargs):
-        self.calls.append((prompts, kwargs))
+    def generate(self, prompts, sampling, **kwargs):
+        self.calls.append((prompts, sampling, kwargs))
         return [self.texts[: kwargs["n"]]]
 
 
@@ -92,14 +95,17 @@ class CharTokenizer:
 def test_engine_teacher_asks_the_teachers_prompt_and_cuts_one_step(check: ModuleType):
     engine = ScriptedEngine(["Step 1: 2 * 48 = 96\nmore", "---", "48 + 96 = 144"])
     teacher = check.EngineTeacher(engine, CharTokenizer(), max_new_tokens=20, temperature=0.8, seed=10)
-    steps = asyncio.run(teacher.propose("Q?", "so far", "wrong", 3))
+    problem = Problem(question="Q?", gold="1", solution="#### 1", id="q")
+    steps = asyncio.run(teacher.propose(problem, Partial("so far", (1, 2)), "wrong", 3))
     assert [(s.text, s.producer) for s in steps] == [("2 * 48 = 96", "self-teacher"), ("48 + 96 = 144", "self-teacher")]
-    ((prompts, kwargs),) = engine.calls
+    assert all(s.source == "teacher" and s.token_ids is None for s in steps)  # text: the search tokenises it
+    ((prompts, sampling, kwargs),) = engine.calls
     assert prompts == [proposal_messages("Q?", "so far", "wrong")]
-    assert kwargs == {"n": 3, "max_new_tokens": 20, "temperature": 0.8, "top_p": 0.95, "seed": 11}
+    assert sampling == Sampling(max_new_tokens=20, temperature=0.8, top_p=0.95)
+    assert kwargs == {"n": 3, "seed": 11}
     assert teacher.tokens_used() == sum(len(t) for t in engine.texts)
-    asyncio.run(teacher.propose("Q?", "", "right", 1))
-    assert engine.calls[-1][1]["seed"] == 12  # a new seed per call
+    asyncio.run(teacher.propose(problem, Partial(""), "right", 1))
+    assert engine.calls[-1][2]["seed"] == 12  # a new seed per call
 
 
 @pytest.mark.slow

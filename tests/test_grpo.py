@@ -163,7 +163,7 @@ def test_parity_with_trl_entropy_bonus(loss_type):
 
 def test_kl_stat_matches_trl_metric():
     logprobs, old, ref, adv, mask = make_batch(4)
-    _, stats = grpo_loss(logprobs, old, ref, adv, mask, epsilon=0.2, beta=0.04)
+    _, stats = grpo_loss(logprobs, old, ref, adv, mask, epsilon=0.2, beta=0.04, loss_type="grpo")
     per_token = torch.exp(ref - logprobs) - (ref - logprobs) - 1
     assert stats["kl"] == pytest.approx(float((per_token * mask).sum() / mask.sum()), abs=1e-12)
 
@@ -255,8 +255,8 @@ def test_padding_does_not_change_loss_or_gradient():
     logprobs, old, ref, adv, mask = make_batch(5)
     a = logprobs.clone().requires_grad_(True)
     b = torch.where(mask.bool(), logprobs, torch.full_like(logprobs, -1e4)).requires_grad_(True)
-    la, _ = grpo_loss(a, old, ref, adv, mask, epsilon=0.2, beta=0.04, entropy_coef=0.01)
-    lb, _ = grpo_loss(b, old, ref, adv, mask, epsilon=0.2, beta=0.04, entropy_coef=0.01)
+    la, _ = grpo_loss(a, old, ref, adv, mask, epsilon=0.2, beta=0.04, entropy_coef=0.01, loss_type="grpo")
+    lb, _ = grpo_loss(b, old, ref, adv, mask, epsilon=0.2, beta=0.04, entropy_coef=0.01, loss_type="grpo")
     la.backward()
     lb.backward()
     assert float(la) == pytest.approx(float(lb), abs=1e-12)
@@ -267,12 +267,14 @@ def test_padding_does_not_change_loss_or_gradient():
 def test_grpo_gradient_flows_and_points_the_right_way():
     # On-policy (ratio 1), beta 0: d loss / d logprob_t = -A / |o| for grpo.
     lp = torch.full((2, 2), -1.0, requires_grad=True)
-    loss, stats = grpo_loss(lp, lp.detach(), None, torch.tensor([1.0, -1.0]), torch.ones(2, 2), epsilon=0.2, beta=0.0)
+    loss, stats = grpo_loss(
+        lp, lp.detach(), None, torch.tensor([1.0, -1.0]), torch.ones(2, 2), epsilon=0.2, beta=0.0, loss_type="grpo"
+    )
     loss.backward()
     torch.testing.assert_close(lp.grad, torch.tensor([[-0.25, -0.25], [0.25, 0.25]]))
     assert stats["ratio_mean"] == pytest.approx(1.0) and stats["clip_ratio"] == 0.0
     with pytest.raises(ValueError, match="ref_logprobs"):
-        grpo_loss(lp, lp.detach(), None, torch.zeros(2), torch.ones(2, 2), epsilon=0.2, beta=0.1)
+        grpo_loss(lp, lp.detach(), None, torch.zeros(2), torch.ones(2, 2), epsilon=0.2, beta=0.1, loss_type="grpo")
 
 
 # --- legacy --------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import json
 import math
-import random
 import re
 from pathlib import Path
 
@@ -15,17 +14,21 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from alphazero_llm.config import Config, load_config
-from alphazero_llm.mcts import ConstantStepScorer, Evaluator, ProposedStep, Proposers, search
+from alphazero_llm.config import Config, load_config, override
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts import Partial, ProposedStep
+from alphazero_llm.mcts.evaluate import path_pre
 from alphazero_llm.models.student import StudentModel
 from alphazero_llm.models.terminal import TerminalChecker
+from alphazero_llm.training.assembly import example_seed, student_policy
 from alphazero_llm.training.grpo import group_advantages, grpo_loss
-from alphazero_llm.training.loop import LoopSettings, Trainer, pad
+from alphazero_llm.training.loop import Trainer, pad
 from alphazero_llm.training.metrics import summary_table, write_plots
 from alphazero_llm.training.optim import lr_factor
 from alphazero_llm.training.sampler import QuestionSampler
+from alphazero_llm.training.sources import MCTSSource
 
-ROWS = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(3)]
+PROBLEMS = [Problem(f"What is {i} + 1?", str(i + 1), f"{i} + 1 = {i + 1}\n#### {i + 1}", f"q{i}") for i in range(3)]
 
 
 class ScriptedTeacher:
@@ -36,9 +39,9 @@ class ScriptedTeacher:
     def __init__(self) -> None:
         self.tokens = 0
 
-    async def propose(self, question: str, partial: str, direction: str, n: int) -> list[ProposedStep]:
-        gold = int(re.search(r"(\d+) \+ 1", question).group(1)) + 1
-        texts = [f"{gold - 1} plus one.\n#### {gold}"] if direction == "right" else ["Let me think.", "#### 0"]
+    async def propose(self, problem: Problem, partial: Partial, direction: str, n: int) -> list[ProposedStep]:
+        gold = int(re.search(r"(\d+) \+ 1", problem.question).group(1)) + 1
+        texts = [f"{gold - 1} plus one. #### {gold}"] if direction == "right" else ["Let me think.", "#### 0"]
         self.tokens += 5
         return [ProposedStep(t, "scripted", ("scripted",)) for t in texts[:n]]
 
@@ -46,27 +49,35 @@ class ScriptedTeacher:
         return self.tokens
 
 
-def small_config() -> Config:
+def small_config(**changes) -> Config:
+    """The shipped config, small: a 4-iteration search of scripted teacher steps, a big learning rate."""
     config = load_config()
-    t = config.training
-    training = dataclasses.replace(
-        t,
-        mcts=dataclasses.replace(t.mcts, num_iterations=4, num_right=1, num_wrong=2, num_student=0, max_depth=3),
-        optimizer=dataclasses.replace(t.optimizer, learning_rate=1e-2, warmup_steps=1, micro_batch_size=2),
-    )
+    training = override(
+        config.training,
+        {
+            "seed": 3,
+            "environment.system_prompt": "Solve it.",
+            "mcts.num_iterations": 4, "mcts.num_right": 1, "mcts.num_wrong": 2, "mcts.num_student": 0,
+            "mcts.max_depth": 3,
+            "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 1, "optimizer.micro_batch_size": 2,
+            "run.save_every": 2, "run.log_interval": 1, "run.loss": "grpo", "run.keep_last": 0,
+            **changes,
+        },
+    )  # fmt: skip
     return dataclasses.replace(config, training=training)
 
 
-def search_fn(config: Config):
-    evaluator = Evaluator(TerminalChecker.rules_only(config.teachers.terminal_checker), ConstantStepScorer(0.0))
-
-    def run(question: str, gold: str, rng: random.Random, step: int):
-        proposers = Proposers(teacher=ScriptedTeacher())
-        return asyncio.run(
-            search(question, gold, proposers, evaluator, config.training.mcts, config.training.rewards, rng)
-        )
-
-    return run
+def mcts_source(loop: asyncio.AbstractEventLoop, student: StudentModel, config: Config) -> MCTSSource:
+    """The run's source on scripted teachers: the real student policy (tiny model) scores PRE and tokenises."""
+    training = config.training
+    return MCTSSource(
+        loop,
+        lambda step: student_policy(student, config, example_seed(training.seed, step)),
+        ScriptedTeacher(),
+        TerminalChecker.rules_only(config.teachers.terminal_checker),
+        training.mcts,
+        training.rewards,
+    )
 
 
 def tiny_student(smollm_dir: Path, config: Config) -> StudentModel:
@@ -87,18 +98,12 @@ def tiny_student(smollm_dir: Path, config: Config) -> StudentModel:
     return StudentModel(model, tokenizer)
 
 
-def settings(tmp_path: Path, num_examples: int, **changes) -> LoopSettings:
-    base = dict(
-        num_examples=num_examples, checkpoint_dir=tmp_path, save_every=2, log_interval=1, loss="grpo", seed=3,
-        system_prompt="Solve it.", keep_last=None,
-    )  # fmt: skip
-    return LoopSettings(**{**base, **changes})
-
-
-def make_trainer(tmp_path: Path, smollm_dir: Path, num_examples: int, config: Config | None = None, **changes):
+def make_trainer(loop, tmp_path: Path, smollm_dir: Path, num_examples: int, config: Config | None = None, **changes):
     config = config or small_config()
+    run = {"run.num_examples": num_examples, "run.checkpoint_dir": str(tmp_path)}
+    config = dataclasses.replace(config, training=override(config.training, {**run, **changes}))
     student = tiny_student(smollm_dir, config)
-    return Trainer(student, search_fn(config), ROWS, config.training, settings(tmp_path, num_examples, **changes))
+    return Trainer(student, mcts_source(loop, student, config), PROBLEMS, config.training)
 
 
 def adapter_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -149,8 +154,8 @@ def test_plots_and_summary(tmp_path: Path) -> None:
 # --- the loop -----------------------------------------------------------------------------------------
 
 
-def test_loop_trains_logs_and_checkpoints(tmp_path: Path, smollm_dir: Path) -> None:
-    trainer = make_trainer(tmp_path, smollm_dir, num_examples=3)
+def test_loop_trains_logs_and_checkpoints(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=3)
     before = adapter_weights(trainer)
     records = trainer.run(progress=False)
     assert [r["step"] for r in records] == [1, 2, 3]
@@ -159,7 +164,7 @@ def test_loop_trains_logs_and_checkpoints(tmp_path: Path, smollm_dir: Path) -> N
     for record in records:
         assert record["group_size"] >= 2 and record["updated"]
         for key in ("reward_mean", "hre_mean", "pre_mean", "loss", "kl", "grad_norm", "tree_nodes", "teacher_calls",
-                    "tokens", "time_s"):  # fmt: skip
+                    "student_tokens", "teacher_tokens", "time_s"):  # fmt: skip
             assert record[key] is not None and math.isfinite(record[key]), key
     after = adapter_weights(trainer)
     assert any(not torch.equal(before[n], after[n]) for n in before)
@@ -169,14 +174,13 @@ def test_loop_trains_logs_and_checkpoints(tmp_path: Path, smollm_dir: Path) -> N
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
-def test_update_loss_is_the_whole_groups_grpo_loss(tmp_path: Path, smollm_dir: Path, loss_type: str) -> None:
+def test_update_loss_is_the_whole_groups_grpo_loss(loop, tmp_path: Path, smollm_dir: Path, loss_type: str) -> None:
     """Micro-batches of 2, accumulated, give grpo_loss of the whole group, with the configured normalisation."""
-    config = small_config()
-    training = dataclasses.replace(config.training, grpo=dataclasses.replace(config.training.grpo, loss_type=loss_type))
-    trainer = make_trainer(tmp_path, smollm_dir, num_examples=1, config=dataclasses.replace(config, training=training))
-    row = ROWS[0]
-    result = trainer.search_fn(row["question"], row["answer"], random.Random(0), 0)
-    batch = trainer.tokenise(row["question"], result.trajectories)
+    trainer = make_trainer(
+        loop, tmp_path, smollm_dir, num_examples=1, config=small_config(**{"grpo.loss_type": loss_type})
+    )
+    training = trainer.config
+    batch = trainer.batch(trainer.source(PROBLEMS[0], trainer.rng, 0))
     group = len(batch.completion_ids)
     assert group > 2 and len({len(c) for c in batch.completion_ids}) > 1  # several micro-batches, unequal lengths
     grpo, size = training.grpo, training.optimizer.micro_batch_size
@@ -195,28 +199,29 @@ def test_update_loss_is_the_whole_groups_grpo_loss(tmp_path: Path, smollm_dir: P
             loss, _ = grpo_loss(
                 lp, lp, pad([ref[i] for i in members])[0], advantages[list(members)], mask,
                 epsilon=grpo.clip_epsilon, beta=grpo.beta, loss_type=loss_type,
-                max_completion_length=trainer.settings.max_completion_tokens,
+                max_completion_length=trainer.run_config.max_completion_tokens,
             )  # fmt: skip
             expected += float(loss) * len(members) / group
     assert trainer.update(batch)["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
-def test_search_runs_once_per_example(tmp_path: Path, smollm_dir: Path) -> None:
-    trainer = make_trainer(tmp_path, smollm_dir, num_examples=2)
+def test_source_runs_once_per_example(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=2)
     calls = []
-    inner = trainer.search_fn
-    trainer.search_fn = lambda *args: calls.append(args[0]) or inner(*args)
-    trainer.run(progress=False)
+    inner = trainer.source
+    trainer.source = lambda *args: calls.append(args[0]) or inner(*args)
+    records = trainer.run(progress=False)
     assert len(calls) == 2
+    assert [r["problem_id"] for r in records] == [p.id for p in calls]  # the Problem travels to the logs
 
 
-def test_nan_loss_skips_the_update(tmp_path: Path, smollm_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    trainer = make_trainer(tmp_path, smollm_dir, num_examples=1)
+def test_nan_loss_skips_the_update(loop, tmp_path: Path, smollm_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=1)
     before = adapter_weights(trainer)
     real = trainer.student.token_logprobs
 
-    def poisoned(prompts, completions, *args):
-        out = real(prompts, completions, *args)
+    def poisoned(prompts, completions, *args, **kwargs):
+        out = real(prompts, completions, *args, **kwargs)
         return [lp * float("nan") if torch.is_grad_enabled() else lp for lp in out]
 
     trainer.student.token_logprobs = poisoned
@@ -228,17 +233,16 @@ def test_nan_loss_skips_the_update(tmp_path: Path, smollm_dir: Path, caplog: pyt
     assert all(p.grad is None for p in trainer.student.model.parameters())
 
 
-def test_legacy_mode_trains(tmp_path: Path, smollm_dir: Path) -> None:
-    trainer = make_trainer(tmp_path, smollm_dir, num_examples=1, loss="legacy")
+def test_legacy_mode_trains(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=1, **{"run.loss": "legacy"})
     record = trainer.train_example()
     assert record["updated"] and math.isfinite(record["loss"])
 
 
-def test_reference_snapshot_adapter(tmp_path: Path, smollm_dir: Path) -> None:
-    config = small_config()
-    grpo = dataclasses.replace(config.training.grpo, update_ref_every=1)
-    config = dataclasses.replace(config, training=dataclasses.replace(config.training, grpo=grpo))
-    trainer = make_trainer(tmp_path, smollm_dir, num_examples=2, config=config)
+def test_reference_snapshot_adapter(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    trainer = make_trainer(
+        loop, tmp_path, smollm_dir, num_examples=2, config=small_config(**{"grpo.update_ref_every": 1})
+    )
     trainer.train_example()
     model = trainer.student.model
     assert "reference" in model.peft_config and model.active_adapter == "default"
@@ -251,3 +255,103 @@ def test_reference_snapshot_adapter(tmp_path: Path, smollm_dir: Path) -> None:
     assert model.active_adapter == "default"
     trainer.save()
     assert (tmp_path / "checkpoint-2" / "adapter" / "reference" / "adapter_model.safetensors").is_file()
+
+
+# --- the seam: tokens, temperature and PRE travel unchanged from the search to the loss and the logs ---
+
+
+def record_calls(student: StudentModel) -> dict[str, list]:
+    """Wrap the student's sampler and scorer to record what they were given and what sampling returned."""
+    calls: dict[str, list] = {"sampled": [], "scored": []}
+    sample, score = student.sample_ids, student.token_logprobs
+
+    def sample_ids(prompt_ids, sampling, **kwargs):
+        out = sample(prompt_ids, sampling, **kwargs)
+        calls["sampled"].extend(
+            (tuple(p), sampling.temperature, [tuple(ids) for ids in o]) for p, o in zip(prompt_ids, out, strict=True)
+        )
+        return out
+
+    def token_logprobs(prompt_ids, completion_ids, **kwargs):
+        if torch.is_grad_enabled():  # the loss's forward (the search scores under no_grad)
+            temperature = kwargs.get("temperature", 1.0)
+            calls["scored"].extend(
+                (tuple(p), tuple(c), temperature) for p, c in zip(prompt_ids, completion_ids, strict=True)
+            )
+        return score(prompt_ids, completion_ids, **kwargs)
+
+    student.sample_ids, student.token_logprobs = sample_ids, token_logprobs
+    return calls
+
+
+def capture_groups(trainer: Trainer) -> list:
+    groups, inner = [], trainer.source
+    trainer.source = lambda *args: groups.append(inner(*args)) or groups[-1]
+    return groups
+
+
+def with_student_steps(**changes) -> Config:
+    config = small_config(
+        **{"mcts.num_student": 2, "mcts.num_iterations": 6, "mcts.tokens_per_expansion": 6, **changes}
+    )
+    generation = dataclasses.replace(config.models.generation, temperature=0.55)  # not 1, not the shipped 0.7
+    return dataclasses.replace(config, models=dataclasses.replace(config.models, generation=generation))
+
+
+def test_the_loss_scores_exactly_the_tokens_the_student_sampled(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    """Token identity: each student step's ids are the sampled ids (a prefix cut at a line break), sampled
+    after exactly the prompt and the earlier steps' ids, and the loss scores exactly prompt + all steps' ids."""
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=1, config=with_student_steps())
+    calls, groups = record_calls(trainer.student), capture_groups(trainer)
+    trainer.train_example()
+    (group,) = groups
+    sampled = {}
+    for context, _, outputs in calls["sampled"]:
+        sampled.setdefault(context, []).extend(outputs)
+    student_steps = 0
+    for traj in group.trajectories:
+        context = group.prompt_ids
+        for step in traj.steps:
+            if step.source == "student":
+                student_steps += 1
+                outputs = sampled[context]  # the student was conditioned on exactly this context
+                assert any(out[: len(step.token_ids)] == step.token_ids for out in outputs), step.text
+                assert trainer.student.tokenizer.decode(list(step.token_ids)) == step.text
+            context += step.token_ids
+        assert context == group.prompt_ids + traj.completion_ids
+    assert student_steps > 0
+    eos = trainer.student.tokenizer.eos_token_id
+    expected = {
+        (group.prompt_ids, traj.completion_ids + ((eos,) if traj.terminal else ())) for traj in group.trajectories
+    }
+    assert {(p, c) for p, c, _ in calls["scored"]} == expected
+
+
+def test_the_loss_scores_at_the_sampling_temperature(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=1, config=with_student_steps())
+    calls = record_calls(trainer.student)
+    trainer.train_example()
+    step_temperatures = {t for _, t, _ in calls["sampled"]}
+    assert step_temperatures == {0.55}  # models.yaml's generation temperature, as configured above
+    assert calls["scored"] and {t for _, _, t in calls["scored"]} == step_temperatures
+
+
+def test_the_logged_pre_is_the_pre_in_the_reward(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    """With PRE the only term of the value, every reward is its trajectory's path PRE, and the log says so."""
+    config = small_config(**{
+        "rewards.hre_weight": 0.0, "rewards.pre_weight": 1.0, "rewards.length_penalty": 0.0,
+        "rewards.direction_bonus": 0.0, "rewards.format_bonus": 0.0, "rewards.pre_discount": 0.9,
+    })  # fmt: skip
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=1, config=config)
+    groups = capture_groups(trainer)
+    record = trainer.train_example()
+    (group,) = groups
+    pres = [t.pre for t in group.trajectories]
+    assert len(set(pres)) > 1  # the student scored the steps differently: PRE is not a constant here
+    for traj in group.trajectories:
+        assert traj.pre == pytest.approx(path_pre([s.pre for s in traj.steps], 0.9))
+        assert traj.reward == pytest.approx(traj.pre)
+    assert record["pre_mean"] == pytest.approx(sum(pres) / len(pres))
+    assert record["pre_mean"] == pytest.approx(record["reward_mean"])
+    logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["pre_mean"] == pytest.approx(record["pre_mean"])

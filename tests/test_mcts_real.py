@@ -14,43 +14,32 @@ import time
 
 import pytest
 
-from alphazero_llm.config import TeacherModelConfig, load_config
-from alphazero_llm.data import Gsm8kSource, load_gsm8k
-from alphazero_llm.mcts import Evaluator, search
+from alphazero_llm.config import TeacherModelConfig, load_config, override
+from alphazero_llm.data import Gsm8kSource, Problem, load_gsm8k
+from alphazero_llm.mcts import search
 from alphazero_llm.mcts.export import to_dot, to_html, to_json
-from alphazero_llm.mcts.proposers import StudentAdapter, TeacherProposer
+from alphazero_llm.mcts.proposers import TeacherProposer
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker
+from alphazero_llm.training.assembly import student_policy
+from alphazero_llm.training.sources import search_parts
 
 pytestmark = pytest.mark.slow
 
 
 def test_search_with_the_real_student_and_teacher(smollm_dir, smollm_server, gsm8k_dir, tmp_path):
     config = load_config()
-    rows = list(load_gsm8k("test", Gsm8kSource(path=str(gsm8k_dir)), num_examples=3))
+    search_budget = {
+        "mcts.num_iterations": 3, "mcts.max_depth": 3, "mcts.tokens_per_expansion": 8, "mcts.num_right": 1,
+        "mcts.num_wrong": 1, "mcts.num_student": 1, "mcts.selection": "puct",
+    }  # fmt: skip
+    config = dataclasses.replace(config, training=override(config.training, search_budget))
+    mcts = config.training.mcts
+    problems = [Problem.from_row(r) for r in load_gsm8k("test", Gsm8kSource(path=str(gsm8k_dir)), num_examples=3)]
     student = StudentModel.load(StudentSpec(name=str(smollm_dir), device="cpu", lora=False), config.models)
-    mcts = dataclasses.replace(
-        config.training.mcts,
-        num_iterations=3,
-        max_depth=3,
-        tokens_per_expansion=8,
-        num_right=1,
-        num_wrong=1,
-        num_student=1,
-        selection="puct",
-    )
-    adapter = StudentAdapter(
-        student,
-        max_new_tokens=mcts.tokens_per_expansion,
-        temperature=0.7,
-        top_p=0.95,
-        seed=0,
-        references={row["question"]: row["info"]["solution"] for row in rows},
-        system_prompt=config.training.environment.system_prompt,
-    )
+    policy = student_policy(student, config, seed=0)
     terminal = TerminalChecker.rules_only(config.teachers.terminal_checker)
-    evaluator = Evaluator(terminal, adapter)
     teacher = TeacherModelConfig("local", "local", smollm_server.model_name, smollm_server.base_url, "LOCAL_KEY")
     client = dataclasses.replace(config.teachers.client, timeout_s=120.0, max_concurrency=4)
 
@@ -59,20 +48,13 @@ def test_search_with_the_real_student_and_teacher(smollm_dir, smollm_server, gsm
             [teacher], client, config.teachers.bandit, tokens_per_expansion=8, rng=random.Random(0), env={}
         )
         async with ens:
-            proposers = TeacherProposer(ens).proposers(adapter, puct=True)
+            teachers = TeacherProposer(ens)
+            proposers, evaluator = search_parts(
+                policy, teachers, terminal, mcts, config.training.rewards, credit=teachers.credit
+            )
             results = []
-            for i, row in enumerate(rows):
-                results.append(
-                    await search(
-                        row["question"],
-                        row["answer"],
-                        proposers,
-                        evaluator,
-                        mcts,
-                        config.training.rewards,
-                        random.Random(i),
-                    )
-                )
+            for i, problem in enumerate(problems):
+                results.append(await search(problem, proposers, evaluator, mcts, random.Random(i)))
             return results, ens.bandit.counts["local"]
 
     start = time.perf_counter()

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 from test_loop import adapter_weights, make_trainer
 
 
-def straight_vs_resumed(tmp_path: Path, smollm_dir: Path) -> None:
-    straight = make_trainer(tmp_path / "straight", smollm_dir, num_examples=4)
+def straight_vs_resumed(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    straight = make_trainer(loop, tmp_path / "straight", smollm_dir, num_examples=4)
     straight.run(progress=False)
 
-    first = make_trainer(tmp_path / "split", smollm_dir, num_examples=4)
-    first.settings = type(first.settings)(**{**first.settings.__dict__, "num_examples": 2})
+    first = make_trainer(loop, tmp_path / "split", smollm_dir, num_examples=4)
+    first.run_config = dataclasses.replace(first.run_config, num_examples=2)
     first.run(progress=False)  # stops after 2, writing checkpoint-2 (the schedule still spans 4)
-    second = make_trainer(tmp_path / "split", smollm_dir, num_examples=4)
+    second = make_trainer(loop, tmp_path / "split", smollm_dir, num_examples=4)
     assert second.resume() and second.step == 2
     second.run(progress=False)
 
@@ -28,5 +29,5 @@ def straight_vs_resumed(tmp_path: Path, smollm_dir: Path) -> None:
     assert second.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
 
 
-def test_resume_is_exact_tiny_model(tmp_path: Path, smollm_dir: Path) -> None:
-    straight_vs_resumed(tmp_path, smollm_dir)
+def test_resume_is_exact_tiny_model(loop, tmp_path: Path, smollm_dir: Path) -> None:
+    straight_vs_resumed(loop, tmp_path, smollm_dir)

@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 import torch
 
-from alphazero_llm.config import MCTSConfig, load_config
-from alphazero_llm.mcts import ProposedStep
+from alphazero_llm.config import Config, load_config, override
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts import Partial, ProposedStep
 from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.models.vllm_engine import VLLMEngine
-from alphazero_llm.testing.fake_vllm import FakeEncoder, write_fake_adapter
+from alphazero_llm.testing.fake_vllm import FakeEncoder, fake_token_ids, write_fake_adapter
+from alphazero_llm.training.assembly import policy_factory
 from alphazero_llm.training.cli import build_parser, main
 from alphazero_llm.training.engine import (
     VLLM_ADAPTER_DIR,
@@ -34,15 +36,15 @@ from alphazero_llm.training.engine import (
     start_engine,
     vllm_installed,
 )
-from alphazero_llm.training.run import RunSettings, SearchRunner, run_settings
+from alphazero_llm.training.settings import RunSettings, settle
+from alphazero_llm.training.sources import MCTSSource
 
 CONFIG = load_config()
-QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have?"
-REFERENCE = "3 + 2 = 5\n#### 5"
+PROBLEM = Problem("Tom has 3 apples and buys 2 more. How many apples does he have?", "5", "3 + 2 = 5\n#### 5", "q0")
 
 
 def settings_for(argv: list[str], device: str, has_vllm: bool) -> RunSettings:
-    return run_settings(build_parser(CONFIG).parse_args(argv), CONFIG, device, env={}, has_vllm=has_vllm)
+    return settle(build_parser(CONFIG).parse_args(argv), CONFIG, device, env={}, has_vllm=has_vllm)
 
 
 # --- the choice ----------------------------------------------------------------------------------
@@ -111,19 +113,22 @@ class FakeStudent(FakeEncoder):
         self.scored = 0
         self.saved: list[Path] = []
 
-    def generate_ids(self, prompt_ids, n: int = 1, **kwargs: Any) -> list[list[str]]:
+    def sample_ids(self, prompt_ids, sampling, *, n: int = 1, **kwargs: Any) -> list[list[list[int]]]:
         if not self.generates:
             raise AssertionError("the transformers student generated; vLLM should have")
         self.generated += 1
-        return [[f"student sample {j}" for j in range(n)] for _ in prompt_ids]
+        return [[fake_token_ids(f"student sample {j}") for j in range(n)] for _ in prompt_ids]
+
+    def generate_ids(self, *args: Any, **kwargs: Any) -> list[list[str]]:
+        raise AssertionError("the search samples token ids (sample_ids), never texts")
 
     generate = generate_ids  # the templated-prompt entry point must not be used either
 
-    def token_logprobs(self, prompt_ids, completion_ids) -> list[torch.Tensor]:
+    def token_logprobs(self, prompt_ids, completion_ids, temperature: float = 1.0) -> list[torch.Tensor]:
         self.scored += 1
         return [torch.full((len(c),), -1.0) for c in completion_ids]
 
-    def completion_logprobs(self, prompts, completions) -> list[torch.Tensor]:
+    def completion_logprobs(self, prompts, completions, temperature: float = 1.0) -> list[torch.Tensor]:
         ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
         return self.token_logprobs([self.prompt_ids(p) for p in prompts], ids)
 
@@ -165,7 +170,7 @@ def test_start_engine_with_transformers_starts_nothing(caplog: pytest.LogCapture
 class ScriptedTeacher:
     name = "teachers"
 
-    async def propose(self, question: str, partial: str, direction: str, n: int) -> list[ProposedStep]:
+    async def propose(self, problem: Problem, partial: Partial, direction: str, n: int) -> list[ProposedStep]:
         text = "3 + 2 = 5\n#### 5" if direction == "right" else "3 - 2 = 1\n#### 1"
         return [ProposedStep(text, "scripted", ("scripted",))][:n]
 
@@ -173,19 +178,13 @@ class ScriptedTeacher:
         return 0
 
 
-def small_search() -> MCTSConfig:
-    return dataclasses.replace(
-        CONFIG.training.mcts,
-        num_iterations=2,
-        selection="puct",
-        max_depth=2,
-        tokens_per_expansion=8,
-        num_right=1,
-        num_wrong=1,
-        num_student=2,
-        parallel_simulations=1,
-        rollout=False,
-    )
+def small_search() -> Config:
+    changes = {
+        "mcts.num_iterations": 2, "mcts.selection": "puct", "mcts.max_depth": 2, "mcts.tokens_per_expansion": 8,
+        "mcts.num_right": 1, "mcts.num_wrong": 1, "mcts.num_student": 2, "mcts.parallel_simulations": 1,
+        "mcts.rollout": False, "seed": 1,
+    }  # fmt: skip
+    return dataclasses.replace(CONFIG, training=override(CONFIG.training, changes))
 
 
 @pytest.fixture
@@ -195,16 +194,16 @@ def event_loop_for_runner() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def make_runner(loop: asyncio.AbstractEventLoop, student: FakeStudent, sync: VLLMAdapterSync | None) -> SearchRunner:
-    terminal = TerminalChecker.rules_only(CONFIG.teachers.terminal_checker)
-    return SearchRunner(
-        loop, student, ScriptedTeacher(), None, terminal, {QUESTION: REFERENCE}, CONFIG, small_search(), seed=1,
-        sync=sync,
-    )  # fmt: skip
+def make_runner(loop: asyncio.AbstractEventLoop, student: FakeStudent, sync: VLLMAdapterSync | None) -> MCTSSource:
+    """The run's source (`assembly.policy_factory`) with a scripted teacher."""
+    config = small_search()
+    terminal = TerminalChecker.rules_only(config.teachers.terminal_checker)
+    mcts, rewards = config.training.mcts, config.training.rewards
+    return MCTSSource(loop, policy_factory(student, config, sync), ScriptedTeacher(), terminal, mcts, rewards)
 
 
-def student_steps(result) -> list[str]:
-    return [n.step for n in result.root.iter_subtree() if "student" in n.producers]
+def student_steps(runner: MCTSSource) -> list[str]:
+    return [n.step for n in runner.last.root.iter_subtree() if "student" in n.producers]
 
 
 def test_search_samples_through_vllm_and_resyncs_the_adapter_after_an_update(
@@ -218,34 +217,35 @@ def test_search_samples_through_vllm_and_resyncs_the_adapter_after_an_update(
     runner = make_runner(event_loop_for_runner, student, sync)
 
     # First search: the current adapter is saved and served before any sampling.
-    result = runner(QUESTION, "5", random.Random(0), 0)
+    runner(PROBLEM, random.Random(0), 0)
     assert student.saved == [tmp_path / VLLM_ADAPTER_DIR] and engine.adapter_id == 1
     assert engine.adapter_path == (tmp_path / VLLM_ADAPTER_DIR).resolve()
     calls = list(engine.llm.calls)
     assert calls and {c["lora_request"].lora_int_id for c in calls} == {1}
-    assert student_steps(result) and all(s.startswith("prompt0-sample") for s in student_steps(result))
+    assert student_steps(runner) and all(s.startswith("prompt0-sample") for s in student_steps(runner))
     assert student.scored > 0  # PRE and PUCT priors: the transformers student's log-probs
     assert all(c["params"][0].prompt_logprobs is None for c in calls)  # vLLM only sampled
 
     # No update since: nothing is saved or reloaded.
     seen = len(engine.llm.calls)
-    runner(QUESTION, "5", random.Random(1), 1)
+    runner(PROBLEM, random.Random(1), 1)
     assert len(student.saved) == 1 and engine.adapter_id == 1
     assert {c["lora_request"].lora_int_id for c in engine.llm.calls[seen:]} == {1}
 
     # An optimiser step: the next search serves the new adapter under a new id.
     updates[0] = 1
     seen = len(engine.llm.calls)
-    runner(QUESTION, "5", random.Random(2), 2)
+    runner(PROBLEM, random.Random(2), 2)
     assert len(student.saved) == 2 and engine.adapter_id == 2
     assert {c["lora_request"].lora_int_id for c in engine.llm.calls[seen:]} == {2}
 
 
 def test_search_without_an_engine_samples_with_the_student(event_loop_for_runner: asyncio.AbstractEventLoop):
     student = FakeStudent(generates=True)
-    result = make_runner(event_loop_for_runner, student, None)(QUESTION, "5", random.Random(0), 0)
+    runner = make_runner(event_loop_for_runner, student, None)
+    runner(PROBLEM, random.Random(0), 0)
     assert student.generated > 0 and student.saved == []
-    assert student_steps(result) and all(s.startswith("student sample") for s in student_steps(result))
+    assert student_steps(runner) and all(s.startswith("student sample") for s in student_steps(runner))
 
 
 def test_sync_follows_the_trainers_update_count_from_the_first_call(tmp_path: Path):

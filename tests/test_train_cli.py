@@ -23,7 +23,7 @@ MINI = REPO_ROOT / "tests" / "fixtures" / "gsm8k_mini"
 RUN_BUDGET_S = 600.0  # measured 132 s for 2 examples with a 2-question evaluation on this 2-core CPU
 REQUIRED_KEYS = {
     "step", "reward_mean", "hre_mean", "pre_mean", "loss", "kl", "grad_norm", "tree_nodes", "teacher_calls",
-    "tokens", "cost_usd", "time_s",
+    "student_tokens", "teacher_tokens", "cost_usd", "time_s",
 }  # fmt: skip
 
 

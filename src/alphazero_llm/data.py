@@ -2,7 +2,11 @@
 
 Every row comes out as::
 
-    {"question": str, "answer": "<gold number, commas stripped>", "info": {"solution": str}}
+    {"question": str, "answer": "<gold number, commas stripped>", "info": {"solution": str, "id": str}}
+
+and training reads rows as `Problem`s (`Problem.from_row`): the question, the gold number, the
+reference solution and an id (`<split>-<line index>` in the source's own order, stable under
+shuffling), which travel together through the search, the trainer and the logs.
 
 By default the data loads from the Hugging Face hub (`openai/gsm8k`, config
 `main`). A local copy is used instead when a path is given, either as an
@@ -22,9 +26,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from datasets import Dataset
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,22 @@ HUB_NAME = "openai/gsm8k"
 HUB_CONFIG = "main"
 
 _GOLD = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question with everything any consumer needs; nothing is looked up again by question text."""
+
+    question: str
+    gold: str  # the gold number, commas stripped
+    solution: str  # the reference solution, ending in `#### <gold>`
+    id: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Problem:
+        """A row of `load_gsm8k` (or any {question, answer, info: {solution, id}} mapping)."""
+        info = row["info"]
+        return cls(question=row["question"], gold=str(row["answer"]), solution=info["solution"], id=str(info["id"]))
 
 
 class DataError(ValueError):
@@ -65,8 +86,8 @@ def gold_from_solution(solution: str, where: str) -> str:
     return gold
 
 
-def to_row(record: Any, where: str) -> dict[str, Any]:
-    """One raw GSM8K record -> a verifiers row, or a DataError naming `where`."""
+def to_row(record: Any, where: str, row_id: str) -> dict[str, Any]:
+    """One raw GSM8K record -> a verifiers row with id `row_id`, or a DataError naming `where`."""
     if not isinstance(record, Mapping):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     question, solution = record.get("question"), record.get("answer")
@@ -76,12 +97,13 @@ def to_row(record: Any, where: str) -> dict[str, Any]:
     return {
         "question": question.strip(),
         "answer": gold_from_solution(solution, where),
-        "info": {"solution": solution},
+        "info": {"solution": solution, "id": row_id},
     }
 
 
-def read_jsonl(file: Path) -> list[dict[str, Any]]:
-    """All rows of one GSM8K JSONL file; blank lines are skipped, anything else malformed raises."""
+def read_jsonl(file: Path, split: str) -> list[dict[str, Any]]:
+    """All rows of one GSM8K JSONL file (ids `<split>-<index>`); blank lines are skipped, anything else
+    malformed raises."""
     if not file.is_file():
         raise DataError(f"{file}: GSM8K file not found")
     rows = []
@@ -94,7 +116,7 @@ def read_jsonl(file: Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: invalid JSON: {exc.msg}") from exc
-            rows.append(to_row(record, where))
+            rows.append(to_row(record, where, f"{split}-{len(rows)}"))
     if not rows:
         raise DataError(f"{file}: no rows")
     return rows
@@ -110,7 +132,7 @@ def _hub_rows(source: Gsm8kSource, split: str) -> Iterable[dict[str, Any]]:
 
     hub = load_dataset(source.name, source.config, split=split)
     for index, record in enumerate(hub):
-        yield to_row(record, f"{source.name}[{split}] row {index}")
+        yield to_row(record, f"{source.name}[{split}] row {index}", f"{split}-{index}")
 
 
 def load_gsm8k(
@@ -121,11 +143,13 @@ def load_gsm8k(
     seed: int = 0,
 ) -> Dataset:
     """GSM8K `split` as a verifiers Dataset, optionally seeded-shuffled, then cut to `num_examples` (-1: all)."""
+    from datasets import Dataset
+
     if num_examples < -1:
         raise ValueError(f"num_examples must be -1 (all) or >= 0, got {num_examples}")
     if source.path is not None:
         file = local_split_file(Path(source.path).expanduser(), split)
-        rows = read_jsonl(file)
+        rows = read_jsonl(file, split)
         logger.info("Loaded %d GSM8K rows from %s", len(rows), file)
     else:
         rows = list(_hub_rows(source, split))

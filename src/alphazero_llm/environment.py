@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import verifiers as vf
 
-from alphazero_llm.config import Config, ModelsConfig, build, load_config
+from alphazero_llm.config import Config, ModelsConfig, build, load_config, override
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.models.prompts import question_messages
 from alphazero_llm.rewards import Gsm8kParser, PerplexityReward, build_rubric
 
 logger = logging.getLogger(__name__)
@@ -37,44 +38,41 @@ class EnvArgs:
 
 
 def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
-    """Wire data, parser and rubric into a SingleTurnEnv; `args` override `config`."""
+    """Wire data, parser and rubric into a SingleTurnEnv; `args` override `config` (`config.override`)."""
     config.teachers.tier(args.tier)  # validates the tier name now, not mid-run
     if args.student_model is not None and not args.use_student_model:
         raise ValueError("student_model is set but use_student_model is false; set both to score PRE")
+    training = override(
+        config.training,
+        {
+            "seed": args.seed,
+            "dataset.path": args.dataset_path,
+            "dataset.num_train_examples": args.num_train_examples,
+            "dataset.num_eval_examples": args.num_eval_examples,
+            "environment.system_prompt": args.system_prompt,
+            "rewards.hre_weight": args.hre_weight,
+            "rewards.pre_weight": args.pre_weight,
+        },
+    )
     pre = shared_perplexity_reward(args.student_model, config.models) if args.use_student_model else None
-    data_cfg, env_cfg = config.training.dataset, config.training.environment
-    rewards = config.training.rewards
-    seed = config.training.seed if args.seed is None else args.seed
-    source = Gsm8kSource.resolve(args.dataset_path, data_cfg.name, data_cfg.config)
+    data, system_prompt = training.dataset, training.environment.system_prompt
+    source = Gsm8kSource.resolve(data.path, data.name, data.config)
 
-    def pick(value, default):
-        return default if value is None else value
+    def with_prompt(dataset):  # the student's one chat prompt (prompts.question_messages)
+        return dataset.map(lambda row: {"prompt": question_messages(row["question"], system_prompt)})
 
-    dataset = load_gsm8k(
-        data_cfg.train_split,
-        source,
-        num_examples=pick(args.num_train_examples, data_cfg.num_train_examples),
-        shuffle=data_cfg.shuffle,
-        seed=seed,
-    )
-    eval_dataset = load_gsm8k(
-        data_cfg.eval_split,
-        source,
-        num_examples=pick(args.num_eval_examples, env_cfg.num_eval_examples),
-        shuffle=False,  # vf-eval shuffles on request (--shuffle); the test split stays comparable
-        seed=seed,
-    )
+    dataset = load_gsm8k(data.train_split, source, data.num_train_examples, shuffle=data.shuffle, seed=training.seed)
+    # vf-eval shuffles on request (--shuffle); the test split stays in order, comparable across runs.
+    eval_dataset = load_gsm8k(data.eval_split, source, data.num_eval_examples)
     parser = Gsm8kParser()
     rubric = build_rubric(
-        hre_weight=pick(args.hre_weight, rewards.hre_weight),
-        pre_weight=pick(args.pre_weight, rewards.pre_weight),
-        pre=pre,
-        parser=parser,
+        hre_weight=training.rewards.hre_weight, pre_weight=training.rewards.pre_weight, pre=pre, parser=parser
     )
     return vf.SingleTurnEnv(
-        dataset=dataset,
-        eval_dataset=eval_dataset,
-        system_prompt=pick(args.system_prompt, env_cfg.system_prompt),
+        dataset=with_prompt(dataset),
+        eval_dataset=with_prompt(eval_dataset),
+        # Informative only: every prompt already opens with it (verifiers adds none to a prompt that has one).
+        system_prompt=system_prompt or None,
         parser=parser,
         rubric=rubric,
     )

@@ -102,16 +102,50 @@ class LogprobModel(Protocol):
     def completion_logprobs(self, prompts: Sequence[Any], completions: Sequence[str]) -> Sequence[Sequence[float]]: ...
 
 
+class TokenLogprobModel(LogprobModel, Protocol):
+    """A `LogprobModel` that also scores token ids after a templated chat (`score_steps` needs it)."""
+
+    def prompt_ids(self, prompt: Any) -> list[int]: ...
+
+    def token_logprobs(
+        self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]]
+    ) -> Sequence[Sequence[float]]: ...
+
+
 class PerplexityReward:
-    """PRE for groups of completions, with the reference perplexity cached per (prompt, solution).
+    """PRE, the one implementation: for the rubric's groups of completions (`score`) and for the search's
+    candidate steps (`score_steps`), with one reference-perplexity cache per (prompt, solution).
 
     One batched log-prob call scores every completion of a group, plus the reference
-    solution the first time its question is seen.
+    solution the first time its question is seen. Log-probs are the model's own (temperature 1).
     """
 
     def __init__(self, model: LogprobModel) -> None:
         self.model = model
         self._reference_ppl: dict[str, float] = {}
+
+    def reference_perplexity(self, chat: Sequence[Any], solution: str) -> float:
+        """ppl(solution | chat), cached."""
+        key = json.dumps([prompt_messages(chat), solution])
+        if key not in self._reference_ppl:
+            (lp,) = self.model.completion_logprobs([prompt_messages(chat)], [solution])
+            self._reference_ppl[key] = perplexity(lp)
+        return self._reference_ppl[key]
+
+    def score_steps(
+        self, chat: Sequence[Any], solution: str, context_ids: Sequence[int], steps: Sequence[Sequence[int]]
+    ) -> list[float]:
+        """PRE of each step (token ids) after `chat` and the solution so far (`context_ids`), against
+        ppl(solution | chat): the rubric's PRE, applied to one step. An empty step gets -1."""
+        model: TokenLogprobModel = self.model  # type: ignore[assignment]
+        reference = self.reference_perplexity(chat, solution)
+        prompt = [*model.prompt_ids(prompt_messages(chat)), *context_ids]
+        scored = [i for i, step in enumerate(steps) if step]
+        logprobs = model.token_logprobs([prompt] * len(scored), [list(steps[i]) for i in scored]) if scored else []
+        rewards = [-1.0] * len(steps)
+        for i, lp in zip(scored, logprobs, strict=True):
+            rewards[i] = pre_reward(perplexity(lp), reference)
+        return rewards
 
     def score(self, prompts: Sequence[Any], completions: Sequence[str], solutions: Sequence[str]) -> list[float]:
         """PRE of `completions[i]` answering `prompts[i]`, normalised by `solutions[i]`'s perplexity."""

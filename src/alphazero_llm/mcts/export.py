@@ -7,6 +7,7 @@ Every node shows its step, N, Q and direction; the best path is highlighted.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from typing import Any
@@ -32,10 +33,10 @@ def node_dict(node: Node) -> dict[str, Any]:
         "q": node.q,
         "prior": node.prior,
         "terminal": node.terminal,
-        "hre": node.hre,
+        "source": node.source,
+        "token_ids": list(node.token_ids),
         "pre": node.pre,
-        "rollout_hre": node.rollout_hre,
-        "leaf_value": node.leaf_value,
+        "evaluation": None if node.evaluation is None else dataclasses.asdict(node.evaluation),
         "children": [node_dict(child) for child in node.children],
     }
 
@@ -43,16 +44,13 @@ def node_dict(node: Node) -> dict[str, Any]:
 def to_dict(result: SearchResult) -> dict[str, Any]:
     stats = result.stats
     return {
-        "question": result.question,
-        "gold": result.gold,
+        "problem": dataclasses.asdict(result.problem),
         "best_path": [n.id for n in result.best_path],
         "best_text": result.best_text,
-        "best_answer": result.best_answer,
+        "best": dataclasses.asdict(result.best),
         "best_correct": result.best_correct,
-        "stats": {k: getattr(stats, k) for k in stats.__dataclass_fields__},
-        "trajectories": [
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in t.__dict__.items()} for t in result.trajectories
-        ],
+        "stats": dataclasses.asdict(stats),
+        "trajectories": [dataclasses.asdict(t) for t in result.trajectories],
         "tree": node_dict(result.root),
     }
 
@@ -105,7 +103,7 @@ pre{background:#f6f6f6;padding:.6em;white-space:pre-wrap}
 def _html_node(node: Node, chosen: set[int]) -> str:
     best = " best" if node.id in chosen else ""
     flag = " ■ terminal" if node.terminal else ""
-    hre = "" if node.hre is None else f" HRE={node.hre:g}"
+    hre = "" if node.evaluation is None or node.evaluation.hre is None else f" HRE={node.evaluation.hre:g}"
     meta = f"{node.direction} N={node.visits} Q={node.q:.3f} P={node.prior:.2f}{hre}{flag}"
     step = html.escape(node.step or "(question)")
     # Only the best path starts unfolded, so that a large tree stays readable.
@@ -128,11 +126,12 @@ def to_html(result: SearchResult) -> str:
         f"(failed {sum(s.proposer_failures.values())}), tokens {s.proposer_tokens}, wall {s.wall_time_s:.2f}s"
     )
     verdict = "correct" if result.best_correct else "not correct"
+    problem = result.problem
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>MCTS tree</title>'
         f"<style>{_CSS}</style></head><body>"
-        f"<h2>Question</h2><pre>{html.escape(result.question)}</pre>"
-        f"<h2>Best path ({verdict}; gold {html.escape(result.gold)})</h2><pre>{html.escape(result.best_text)}</pre>"
+        f"<h2>Question</h2><pre>{html.escape(problem.question)}</pre>"
+        f"<h2>Best path ({verdict}; gold {html.escape(problem.gold)})</h2><pre>{html.escape(result.best_text)}</pre>"
         f"<p>{html.escape(summary)}</p>"
         "<p>Green: right step, red: wrong step, blue: student step; outlined: the best path.</p>"
         f"{_html_node(result.root, chosen)}</body></html>\n"

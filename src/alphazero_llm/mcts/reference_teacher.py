@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 from alphazero_llm.answers import strip_calculator_annotations
-from alphazero_llm.mcts.proposers import ProposedStep, Proposer
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts.proposers import Partial, ProposedStep, Proposer
 from alphazero_llm.models.prompts import normalise_step
 
 logger = logging.getLogger(__name__)
@@ -54,29 +55,26 @@ class ReferenceTeacher:
 
     name = "reference"
 
-    def __init__(self, references: Mapping[str, str]) -> None:
-        self.lines = {question: solution_lines(solution) for question, solution in references.items()}
+    def __init__(self) -> None:
         self.proposed = 0
 
-    def next_line(self, question: str, partial_solution: str) -> str | None:
+    def next_line(self, problem: Problem, partial_solution: str) -> str | None:
         """The first reference line not yet in `partial_solution`; None when there is none or the path is spoilt."""
-        if question not in self.lines:
-            raise KeyError("ReferenceTeacher has no reference solution for this question")
-        lines = self.lines[question]
+        lines = solution_lines(problem.solution)
         done = {normalise_step(line) for line in partial_solution.splitlines() if line.strip()}
         if done & {perturb(line) for line in lines}:
             return None  # the path took one of our wrong steps: its numbers are off from here on
         return next((line for line in lines if line not in done), None)
 
-    async def propose(self, question: str, partial_solution: str, direction: str, n: int) -> list[ProposedStep]:
-        line = self.next_line(question, partial_solution)
+    async def propose(self, problem: Problem, partial: Partial, direction: str, n: int) -> list[ProposedStep]:
+        line = self.next_line(problem, partial.text)
         if n <= 0 or line is None or direction not in ("right", "wrong"):
             return []
         text = line if direction == "right" else perturb(line)
         if text is None:
             return []
         self.proposed += 1
-        return [ProposedStep(text, self.name, (self.name,))]
+        return [ProposedStep(text, self.name, (self.name,), source="reference")]
 
     def tokens_used(self) -> int:
         return 0  # no model is asked
@@ -87,15 +85,14 @@ class CombinedTeachers:
 
     name = "teachers"
 
-    def __init__(self, teachers: Sequence[Proposer], credit: Callable[[str, float], None] | None = None) -> None:
+    def __init__(self, teachers: Sequence[Proposer]) -> None:
         if not teachers:
             raise ValueError("CombinedTeachers needs at least one teacher")
         self.teachers = tuple(teachers)
-        self.credit = credit
 
-    async def propose(self, question: str, partial_solution: str, direction: str, n: int) -> list[ProposedStep]:
+    async def propose(self, problem: Problem, partial: Partial, direction: str, n: int) -> list[ProposedStep]:
         answers = await asyncio.gather(
-            *(t.propose(question, partial_solution, direction, n) for t in self.teachers), return_exceptions=True
+            *(t.propose(problem, partial, direction, n) for t in self.teachers), return_exceptions=True
         )
         steps: list[ProposedStep] = []
         errors: list[BaseException] = []

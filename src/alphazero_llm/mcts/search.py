@@ -1,7 +1,8 @@
 """The search: select -> expand -> evaluate -> backup, `num_iterations` times, over reasoning steps.
 
-`search(question, gold, proposers, evaluator, config, rewards, rng)` is a function of its
-arguments: no I/O, no config reads, no global RNG (every random choice draws from `rng`).
+`search(problem, proposers, evaluator, config, rng)` is a function of its arguments: no I/O, no
+config reads, no global RNG (every random choice draws from `rng`), and no grading: every value,
+HRE and flag comes from the `Evaluator` (mctx's `recurrent_fn`).
 
 One simulation:
 
@@ -10,19 +11,22 @@ One simulation:
 2. Expand (a leaf that is not terminal, above `max_depth`): the teachers' `num_right` "right"
    and `num_wrong` "wrong" steps and the student's `num_student` are asked for at once
    (`asyncio.gather`). Steps are merged on their whitespace-normalised text (the first
-   direction asked keeps it: right, then wrong, then student; every producer is recorded) and
-   every distinct step becomes a child. A proposer that raises is logged and counted and the
-   others' steps are kept. Each child is then checked for terminality and given its PRE (and,
-   under PUCT, a prior: the student's log-probs softmaxed over the siblings). Then one child
-   is chosen by the selection rule (an unvisited one under UCB1) and becomes the leaf.
+   direction asked keeps it, text and tokens: right, then wrong, then student; every producer is
+   recorded) and every distinct step becomes a child. A student step enters as sampled, tokens and
+   text; a teacher's line enters on a line of its own (`tree.teacher_step_text`), tokenised by
+   `Proposers.encode`. A proposer that raises is logged and counted and the others' steps are
+   kept. The evaluator then assesses the children (terminal? the step's PRE) and, under PUCT,
+   the student's log-probs softmaxed over the siblings give their priors. Then one child is
+   chosen by the selection rule (an unvisited one under UCB1) and becomes the leaf.
    A leaf whose expansion yielded nothing is valued as it is and may be expanded again
    (up to `MAX_EXPAND_ATTEMPTS` times).
-3. Evaluate the leaf (`evaluate.leaf_value`; formula in `mcts/evaluate.py`), once per node.
+3. Evaluate the leaf (`Evaluator.evaluate`, formula in `mcts/evaluate.py`), once per node.
 4. Backup the mean value along the path; every teacher whose step lies on the path is credited
    with the value (`Proposers.credit`, the ensemble's bandit).
 
 The result holds the best path (most visited child at each level, Q as tiebreak), every
-root-to-leaf trajectory of this one tree, and statistics.
+root-to-leaf trajectory of this one tree (each leaf valued by the same `Evaluator.evaluate`,
+visited or not), and statistics.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from alphazero_llm.answers import extract_answer, worked_answer
-from alphazero_llm.config import MCTSConfig, RewardsConfig
-from alphazero_llm.mcts.evaluate import Evaluator, leaf_value
+from alphazero_llm.config import MCTSConfig
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts.evaluate import Evaluator, LeafEvaluation
 from alphazero_llm.mcts.proposers import ProposedStep, Proposer, Proposers
 from alphazero_llm.mcts.tree import (
     PATH_CODE,
@@ -44,37 +48,19 @@ from alphazero_llm.mcts.tree import (
     apply_virtual_loss,
     backup,
     best_path,
-    child_state,
     new_root,
     release_virtual_loss,
     select_child,
     softmax,
+    teacher_step_text,
 )
 from alphazero_llm.models.prompts import normalise_step
-from alphazero_llm.rewards import hre_score
+from alphazero_llm.trajectory import Step, Trajectory
 
 logger = logging.getLogger(__name__)
 
 # A leaf whose proposers all failed is tried again on a later visit, but not forever.
 MAX_EXPAND_ATTEMPTS = 2
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """One root-to-leaf path: its text and the values GRPO needs."""
-
-    leaf_id: int
-    text: str
-    steps: tuple[str, ...]
-    directions: tuple[str, ...]
-    code: str
-    reward: float  # the evaluator's value of the leaf
-    terminal: bool
-    hre: float | None
-    answer: str | None
-    step_values: tuple[float, ...]  # Q of each step's node, root excluded
-    step_visits: tuple[int, ...]
-    visited: bool  # False for a child created by an expansion but never selected
 
 
 @dataclass(frozen=True)
@@ -95,50 +81,49 @@ class TreeStats:
 
 @dataclass(frozen=True)
 class SearchResult:
-    question: str
-    gold: str
+    problem: Problem
     root: Node
     best_path: tuple[Node, ...]
-    best_text: str
-    best_answer: str | None
-    best_correct: bool
+    best: LeafEvaluation  # the evaluator's verdict on the best path's last node
     trajectories: tuple[Trajectory, ...]
     stats: TreeStats
 
+    @property
+    def best_text(self) -> str:
+        return self.best_path[-1].state
+
+    @property
+    def best_correct(self) -> bool:
+        return self.best.hre == 1.0
+
 
 async def search(
-    question: str,
-    gold: str,
+    problem: Problem,
     proposers: Proposers,
     evaluator: Evaluator,
     config: MCTSConfig,
-    rewards: RewardsConfig,
     rng: random.Random,
 ) -> SearchResult:
-    """Build one tree for `question` and return its best path, trajectories and statistics."""
-    if config.rollout and evaluator.rollout is None:
-        raise ValueError("mcts.rollout is on but the evaluator has no rollout")
-    run = _Search(question, gold, proposers, evaluator, config, rewards, rng)
+    """Build one tree for `problem` and return its best path, trajectories and statistics."""
+    run = _Search(problem, proposers, evaluator, config, rng)
     start = time.perf_counter()
     await run.run()
-    return run.result(time.perf_counter() - start)
+    return await run.result(start)
 
 
 class _Search:
     def __init__(
         self,
-        question: str,
-        gold: str,
+        problem: Problem,
         proposers: Proposers,
         evaluator: Evaluator,
         config: MCTSConfig,
-        rewards: RewardsConfig,
         rng: random.Random,
     ) -> None:
-        self.question, self.gold = question, gold
+        self.problem = problem
         self.proposers, self.evaluator = proposers, evaluator
-        self.config, self.rewards, self.rng = config, rewards, rng
-        self.root = new_root(question)
+        self.config, self.rng = config, rng
+        self.root = new_root()
         self.next_id = 1
         self.started = 0
         # Virtual loss only matters with several simulations in flight; without it UCB1 is textbook.
@@ -216,11 +201,11 @@ class _Search:
 
     # --- expansion --------------------------------------------------------------------------------
 
-    async def _propose(self, proposer: Proposer, state: str, direction: str, n: int) -> list[ProposedStep]:
+    async def _propose(self, proposer: Proposer, node: Node, direction: str, n: int) -> list[ProposedStep]:
         key = f"{proposer.name}/{direction}"
         self.calls[key] += 1
         try:
-            return await proposer.propose(self.question, state, direction, n)
+            return await proposer.propose(self.problem, node.partial, direction, n)
         except Exception as exc:  # any proposer failure: the other proposers' steps still count
             self.failures[key] += 1
             logger.warning("proposer %s failed (%s: %s); continuing without it", key, type(exc).__name__, exc)
@@ -236,7 +221,7 @@ class _Search:
             if self.proposers.student is not None:
                 asks.append((self.proposers.student, "student", cfg.num_student))
             asks = [a for a in asks if a[2] > 0]
-            answers = await asyncio.gather(*(self._propose(p, node.state, d, n) for p, d, n in asks))
+            answers = await asyncio.gather(*(self._propose(p, node, d, n) for p, d, n in asks))
             children = self._merge(node, [(d, steps) for (_, d, _), steps in zip(asks, answers, strict=True)])
             await self._evaluate_children(node, children)
             node.children = children
@@ -259,15 +244,23 @@ class _Search:
                     self.merged += 1
                     old.producers = (*old.producers, *(p for p in producers if p not in old.producers))
                     continue
+                if step.token_ids is None:  # a line of text: it enters on a line of its own
+                    text = teacher_step_text(node.state, key)
+                    ids = tuple(self.proposers.encode(text))
+                else:  # sampled: kept exactly as the student produced it
+                    text, ids = step.text, tuple(step.token_ids)
                 by_key[key] = Node(
                     id=self.next_id,
-                    step=key,
-                    state=child_state(node.state, key),
+                    step=text,
+                    state=node.state + text,
                     parent=node,
                     direction=direction,  # type: ignore[arg-type]
                     depth=node.depth + 1,
                     proposer=step.producer,
                     producers=producers,
+                    source=step.source,
+                    token_ids=ids,
+                    state_ids=node.state_ids + ids,
                     code=node.code + PATH_CODE[direction],
                 )
                 self.next_id += 1
@@ -276,41 +269,22 @@ class _Search:
     async def _evaluate_children(self, node: Node, children: list[Node]) -> None:
         if not children:
             return
-        steps = [c.step for c in children]
-        use_prior = self.config.selection == "puct" and self.proposers.prior is not None
-        terminal = self.evaluator.terminal
-        terminal_checks = asyncio.gather(*(terminal.is_terminal(self.question, c.state) for c in children))
-        pres = self.evaluator.step_scorer.score(self.question, node.state, steps)
-        if use_prior:
-            terminals, pre_values, logprobs = await asyncio.gather(
-                terminal_checks, pres, self.proposers.prior.logprobs(self.question, node.state, steps)
-            )
+        assessed = self.evaluator.assess(self.problem, node, children)
+        if self.config.selection == "puct" and self.proposers.prior is not None:
+            scored = self.proposers.prior.logprobs(self.problem, node.partial, [c.token_ids for c in children])
+            assessments, logprobs = await asyncio.gather(assessed, scored)
             priors = softmax(logprobs)
         else:
-            terminals, pre_values = await asyncio.gather(terminal_checks, pres)
-            priors = [1.0 / len(children)] * len(children)
-        for child, terminal, pre, prior in zip(children, terminals, pre_values, priors, strict=True):
-            child.terminal = bool(terminal)
-            child.pre = max(-1.0, min(1.0, float(pre)))
-            child.prior = prior
-            if child.terminal:
-                child.hre = hre_score(child.state, self.gold)
+            assessments, priors = await assessed, [1.0 / len(children)] * len(children)
+        for child, assessment, prior in zip(children, assessments, priors, strict=True):
+            child.terminal, child.pre, child.prior = assessment.terminal, assessment.pre, prior
 
     # --- evaluation and backup --------------------------------------------------------------------
 
     async def _value(self, leaf: Node) -> float:
-        if leaf.leaf_value is None:
-            hre = leaf.hre if leaf.terminal and leaf.hre is not None else 0.0
-            if not leaf.terminal and self.config.rollout and self.evaluator.rollout is not None and leaf.depth > 0:
-                continuation = await self.evaluator.rollout.finish(self.question, leaf.state)
-                leaf.rollout_hre = hre = hre_score(child_state(leaf.state, continuation), self.gold)
-            leaf.leaf_value = self._formula(leaf, hre)
-        return leaf.leaf_value
-
-    def _formula(self, leaf: Node, hre: float) -> float:
-        path = leaf.path()[1:]
-        formatted = leaf.terminal and worked_answer(leaf.state)
-        return leaf_value([n.pre for n in path], [n.direction for n in path], hre, self.rewards, formatted)
+        if leaf.evaluation is None:
+            leaf.evaluation = await self.evaluator.evaluate(self.problem, leaf)
+        return leaf.evaluation.value
 
     def _credit(self, path: list[Node], value: float) -> None:
         if self.proposers.credit is None:
@@ -322,12 +296,14 @@ class _Search:
 
     # --- the result -------------------------------------------------------------------------------
 
-    def result(self, wall_time_s: float) -> SearchResult:
+    async def result(self, started: float) -> SearchResult:
         nodes = list(self.root.iter_subtree())
-        expanded = [n for n in nodes if n.children]
+        leaves = [n for n in nodes if n.is_leaf and (n.depth > 0 or len(nodes) == 1)]
+        for leaf in leaves:  # never-visited leaves are valued by the same evaluator as visited ones
+            await self._value(leaf)
         chosen = best_path(self.root)
-        best_text = chosen[-1].state
-        trajectories = tuple(self._trajectory(n) for n in nodes if n.is_leaf and (n.depth > 0 or len(nodes) == 1))
+        best = chosen[-1].evaluation or await self.evaluator.evaluate(self.problem, chosen[-1])
+        expanded = [n for n in nodes if n.children]
         tokens = sum(max(0, p.tokens_used() - self.tokens_at_start.get(p.name, 0)) for p in self._proposer_list())
         stats = TreeStats(
             nodes=len(nodes),
@@ -341,35 +317,34 @@ class _Search:
             steps_proposed=self.proposed,
             steps_merged=self.merged,
             proposer_tokens=tokens,
-            wall_time_s=wall_time_s,
+            wall_time_s=time.perf_counter() - started,
         )
         return SearchResult(
-            question=self.question,
-            gold=self.gold,
+            problem=self.problem,
             root=self.root,
             best_path=tuple(chosen),
-            best_text=best_text,
-            best_answer=extract_answer(best_text) if best_text else None,
-            best_correct=bool(best_text) and hre_score(best_text, self.gold) == 1.0,
-            trajectories=trajectories,
+            best=best,
+            trajectories=tuple(_trajectory(leaf) for leaf in leaves),
             stats=stats,
         )
 
-    def _trajectory(self, leaf: Node) -> Trajectory:
-        path = leaf.path()[1:]
-        hre = leaf.hre if leaf.terminal else leaf.rollout_hre
-        reward = leaf.leaf_value if leaf.leaf_value is not None else self._formula(leaf, hre or 0.0)
-        return Trajectory(
-            leaf_id=leaf.id,
-            text=leaf.state,
-            steps=tuple(n.step for n in path),
-            directions=tuple(n.direction for n in path),
-            code=leaf.code,
-            reward=reward,
-            terminal=leaf.terminal,
-            hre=hre,
-            answer=extract_answer(leaf.state) if leaf.state else None,
-            step_values=tuple(n.q for n in path),
-            step_visits=tuple(n.visits for n in path),
-            visited=leaf.visits > 0,
-        )
+
+def _trajectory(leaf: Node) -> Trajectory:
+    evaluation = leaf.evaluation
+    assert evaluation is not None, "every leaf is evaluated before the trajectories are built"
+    path = leaf.path()[1:]
+    steps = tuple(
+        Step(n.step, n.token_ids, n.source, n.proposer, n.direction, n.pre)  # type: ignore[arg-type]
+        for n in path
+    )
+    return Trajectory(
+        steps=steps,
+        reward=evaluation.value,
+        terminal=leaf.terminal,
+        hre=evaluation.hre,
+        pre=evaluation.pre,
+        formatted=evaluation.formatted,
+        answer=evaluation.answer,
+        code=leaf.code,
+        visits=leaf.visits,
+    )

@@ -1,8 +1,11 @@
 """The search tree: nodes (partial solutions), edges (reasoning steps) and the selection rules.
 
-A node's `state` is the whole partial solution (its ancestors' steps joined by newlines); its
-`step` is the one line that its edge added. Statistics follow mctx / alpha-zero-general:
-`visits` N, `value_sum` W, Q = W / N, and a `prior` P (uniform unless the student scores steps).
+A node's `state` is the whole partial solution, the concatenation of its path's step texts; its
+`step` is the text that its edge added, and `token_ids` the tokens that render that text (a student
+step's sampled tokens verbatim; see `teacher_step_text` for the others). `state_ids` are the path's
+tokens: what the student is conditioned on after the prompt, and what the loss scores.
+Statistics follow mctx / alpha-zero-general: `visits` N, `value_sum` W, Q = W / N, and a `prior`
+P (uniform unless the student scores steps).
 
 The path code records the directions from the root: one character per edge, "1" for a teacher's
 "right" step, "0" for a "wrong" one (the seed's binary code) and "s" for the student's own step,
@@ -33,7 +36,12 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from alphazero_llm.mcts.proposers import Partial
+
+if TYPE_CHECKING:
+    from alphazero_llm.mcts.evaluate import LeafEvaluation
 
 NodeDirection = Literal["root", "right", "wrong", "student"]
 PATH_CODE = {"right": "1", "wrong": "0", "student": "s"}
@@ -53,6 +61,9 @@ class Node:
     depth: int
     proposer: str
     producers: tuple[str, ...] = ()  # every proposer that produced this step (merged duplicates)
+    source: str = ""  # "student", "teacher" or "reference" ("" at the root)
+    token_ids: tuple[int, ...] = ()
+    state_ids: tuple[int, ...] = ()
     code: str = ""
     prior: float = 1.0
     children: list[Node] = field(default_factory=list)
@@ -60,10 +71,8 @@ class Node:
     value_sum: float = 0.0
     in_flight: int = 0  # simulations holding a virtual loss on this node
     terminal: bool = False
-    hre: float | None = None  # set on terminal nodes (and on rolled-out leaves: see `rollout_hre`)
     pre: float = 0.0  # the PRE of this node's step, given the question and the earlier steps
-    rollout_hre: float | None = None
-    leaf_value: float | None = None  # the evaluator's value of this node, once computed
+    evaluation: LeafEvaluation | None = None  # the evaluator's verdict on this node as a leaf, once asked
     expanded: bool = False
     expand_attempts: int = 0
     # Set while an expansion is in flight, so that a concurrent simulation waits for it
@@ -77,6 +86,10 @@ class Node:
     @property
     def is_leaf(self) -> bool:
         return not self.children
+
+    @property
+    def partial(self) -> Partial:
+        return Partial(self.state, self.state_ids)
 
     def path(self) -> list[Node]:
         """The nodes from the root to this one, both included."""
@@ -96,13 +109,16 @@ class Node:
             stack.extend(reversed(node.children))
 
 
-def new_root(question: str) -> Node:
-    del question  # the question is the prompt, not part of the solution text
+def new_root() -> Node:
+    """The empty solution (the question is the prompt, not part of the solution text)."""
     return Node(id=0, step="", state="", parent=None, direction="root", depth=0, proposer="")
 
 
-def child_state(parent_state: str, step: str) -> str:
-    return f"{parent_state}\n{step}" if parent_state else step
+def teacher_step_text(parent_state: str, line: str) -> str:
+    """A proposed line (a teacher's or the reference's) as it enters the solution: on a line of its own,
+    ending in a line break, as the student's own lines end. A student step enters as sampled."""
+    separator = "\n" if parent_state and not parent_state.endswith("\n") else ""
+    return f"{separator}{line}\n"
 
 
 # --- the formulas ---------------------------------------------------------------------------------

@@ -1,7 +1,12 @@
-"""Every prompt the teachers and the terminal checker see, and the parsing of their answers.
+"""Every prompt the student, the teachers and the terminal checker see, and the parsing of their answers.
 
-Kept in one module so that the wording can be read, reviewed and changed in one place. The
-parsing functions are pure: a raw completion in, a cleaned step (or None for garbage) out.
+Kept in one module so that the wording can be read, reviewed and changed in one place.
+
+`question_messages` is THE chat prompt of a question (nanochat's `render_for_completion`): the
+student's steps and rollouts, the loss, the greedy evaluation and the verifiers environment all
+build the student's prompt with it, so the tokens a loss scores follow exactly the prompt the
+student was conditioned on. The parsing functions are pure: a raw completion in, a cleaned step
+(or None for garbage) out.
 """
 
 from __future__ import annotations
@@ -13,6 +18,13 @@ Direction = Literal["right", "wrong"]
 DIRECTIONS: tuple[Direction, ...] = ("right", "wrong")
 
 Message = dict[str, str]
+
+
+def question_messages(question: str, system_prompt: str | None) -> list[Message]:
+    """The student's chat prompt for `question`: the system prompt (none when empty), then the question."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*system, {"role": "user", "content": question}]
+
 
 _SYSTEM = (
     "You help build step-by-step solutions to grade-school math problems. "

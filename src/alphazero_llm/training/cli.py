@@ -1,8 +1,8 @@
-"""Command line of `train_vllm.py` (console script `train-vllm`): the seed's flags, with defaults from
-config/training.yaml. Parsing only; `training.run` builds the parts and trains.
+"""Command line of `train_vllm.py` (console script `train-vllm`): the seed's flags. Parsing only.
 
---num-examples, --save-every and --eval-size default to None here so that an explicit flag can be told
-from a default: `run_settings` fills them from training.yaml's `cpu` section on a CPU, else from `run`.
+Every flag that has a config key defaults to None here, so that an explicit flag can be told from a
+default: `settings.settle` lays the flags over the config (and its CPU overlay on a CPU), once. The
+help texts show the config's values. `training.run` then builds the parts and trains.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from alphazero_llm.config import Config, ConfigError, TeacherModelConfig, load_c
 from alphazero_llm.models.student import resolve_device
 from alphazero_llm.models.teacher_client import parse_teacher_spec
 from alphazero_llm.training.engine import ENGINES
-from alphazero_llm.training.run import run, run_settings
+from alphazero_llm.training.run import run
+from alphazero_llm.training.settings import settle
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(config: Config) -> argparse.ArgumentParser:
-    run_cfg, cpu = config.training.run, config.training.cpu
+    run_cfg, cpu = config.training.run, config.training_on_cpu.run
     parser = argparse.ArgumentParser(
         prog="train_vllm.py",
         description="AlphaZero-style MCTS over reasoning steps + GRPO (or legacy) updates of the student.",
@@ -58,8 +59,8 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint-dir",
         type=Path,
-        default=Path(run_cfg.checkpoint_dir),
-        help="where checkpoints, metrics and plots go",
+        default=None,
+        help=f"where checkpoints, metrics and plots go (default: {run_cfg.checkpoint_dir})",
     )
     parser.add_argument(
         "--save-every",
@@ -67,7 +68,15 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         default=None,
         help=f"examples between checkpoints (default: {run_cfg.save_every}; {cpu.save_every} on CPU)",
     )
-    parser.add_argument("--log-interval", type=int, default=run_cfg.log_interval, help="examples between log lines")
+    parser.add_argument(
+        "--log-interval", type=int, default=None, help=f"examples between log lines (default: {run_cfg.log_interval})"
+    )
+    parser.add_argument(
+        "--keep-last",
+        type=int,
+        default=None,
+        help=f"checkpoints kept, older ones pruned; 0 keeps all (default: {run_cfg.keep_last})",
+    )
     loss = parser.add_mutually_exclusive_group()
     loss.add_argument("--use-grpo", action="store_true", help="GRPO loss (clipped ratio + k3 KL)")
     loss.add_argument("--use-legacy", action="store_true", help="legacy reward-weighted NLL loss")
@@ -76,15 +85,16 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "--eval-size",
         type=int,
         default=None,
-        help="GSM8K test questions for the before/after greedy evaluation "
-        f"(default: {config.training.dataset.num_eval_examples}; {cpu.eval_size} on CPU)",
+        help="GSM8K test questions for the before/after greedy evaluation; -1: all "
+        f"(default: {config.training.dataset.num_eval_examples}; "
+        f"{config.training_on_cpu.dataset.num_eval_examples} on CPU)",
     )
-    parser.add_argument("--seed", type=int, default=config.training.seed)
+    parser.add_argument("--seed", type=int, default=None, help=f"(default: {config.training.seed})")
     parser.add_argument(
         "--tier",
         choices=sorted(config.teachers.tiers),
-        default=config.teachers.default_tier,
-        help="teacher tier from teacher_models.yaml",
+        default=None,
+        help=f"teacher tier from teacher_models.yaml (default: {config.teachers.default_tier})",
     )
     parser.add_argument(
         "--teacher",
@@ -116,7 +126,7 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "--dataset-path",
         default=None,
         help="local GSM8K: a directory holding train.jsonl/test.jsonl, or one JSONL file "
-        "(default: $GSM8K_PATH, else the hub)",
+        "(default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
@@ -127,7 +137,12 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "the transformers student; auto: vllm on CUDA when vLLM is installed (pip install -e '.[vllm]'), else "
         "transformers. Log-probs always come from the transformers student",
     )
-    parser.add_argument("--report-to", choices=["none", "wandb", "tensorboard"], default=run_cfg.report_to)
+    parser.add_argument(
+        "--report-to",
+        choices=["none", "wandb", "tensorboard"],
+        default=None,
+        help=f"(default: {run_cfg.report_to})",
+    )
     return parser  # fmt: skip
 
 
@@ -145,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise SystemExit(f"--{flag.replace('_', '-')} must be positive")
-    if args.eval_size is not None and args.eval_size < 0:
-        raise SystemExit("--eval-size must be >= 0")
+    for flag, low in (("eval_size", -1), ("keep_last", 0)):
+        value = getattr(args, flag)
+        if value is not None and value < low:
+            raise SystemExit(f"--{flag.replace('_', '-')} must be >= {low}")
     try:
         device = resolve_device(args.device).type
-        settings = run_settings(args, config, device)
+        settings = settle(args, config, device)
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
-    return run(settings, config)
+    return run(settings)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from alphazero_llm.answers import extract_strict, worked_answer
+from alphazero_llm.models.prompts import question_messages
+from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.rewards import hre_score
 
 logger = logging.getLogger(__name__)
@@ -21,8 +23,9 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
 class Generator(Protocol):
-    def generate(self, prompts: Sequence[Any], n: int = 1, max_new_tokens: int = 256, temperature: float = 0.7,
-                 **kwargs: Any) -> list[list[str]]: ...  # fmt: skip
+    def generate(
+        self, prompts: Sequence[Any], sampling: Sampling, *, n: int = 1, seed: int | None = None
+    ) -> list[list[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -181,12 +184,12 @@ def evaluate_greedy(
         return EvalResult((), ())
     from tqdm.auto import tqdm
 
-    prompts = [[{"role": "system", "content": system_prompt}, {"role": "user", "content": r["question"]}] for r in rows]
+    prompts = [question_messages(r["question"], system_prompt) for r in rows]
     texts: list[str] = []
     with tqdm(total=len(prompts), desc=desc, unit="q", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            outputs = student.generate(chunk, n=1, max_new_tokens=max_new_tokens, temperature=0.0)
+            outputs = student.generate(chunk, Sampling.greedy_decoding(max_new_tokens))
             texts.extend(out[0] for out in outputs)
             bar.update(len(chunk))
     correct = tuple(hre_score(t, str(r["answer"])) == 1.0 for t, r in zip(texts, rows, strict=True))

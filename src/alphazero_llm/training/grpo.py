@@ -140,10 +140,11 @@ def grpo_loss(
     ref_logprobs: Tensor | None,
     advantages: Tensor,
     mask: Tensor,
+    *,
     epsilon: float,
     beta: float,
+    loss_type: LossType,
     entropy_coef: float = 0.0,
-    loss_type: LossType = "grpo",
     entropies: Tensor | None = None,
     max_completion_length: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:

@@ -1,15 +1,24 @@
-"""The training run: sample a question, search once, turn its trajectories into one GRPO (or legacy) update.
+"""The training run: draw a problem, ask the trajectory source for a group, make one GRPO (or legacy) update.
 
-Per example (one question):
-1. `QuestionSampler` picks the question (without replacement, cycling; seeded; checkpointed).
-2. `search_fn` runs the MCTS once; every root-to-leaf trajectory with text forms the group.
-3. The prompt is the chat-templated question (system prompt + question), the completion the
-   trajectory's text (plus EOS for a terminal one, so stopping is learnt). Reference log-probs
-   are computed once, before the update, without grad, under the reference policy; all come from
-   `StudentModel.token_logprobs` in one dtype. No forward is spent on old log-probs: a group gets
-   exactly one gradient pass, with the weights that searched it (the optimiser steps after), so
-   the old policy is the current one and its log-probs are the current ones, detached (TRL's
-   `num_iterations=1`). The ratio is then 1 and its gradient the policy gradient.
+Per example (one problem):
+1. `QuestionSampler` picks the problem (without replacement, cycling; seeded; checkpointed).
+2. The `source` (`training.sources`: one tree search, by default) returns its `Group`.
+3. The loss scores exactly the group's tokens: `prompt_ids` followed by each trajectory's
+   `completion_ids` (plus EOS for a terminal one, so stopping is learnt), nothing re-rendered or
+   re-tokenised. Every log-prob, the policy's and the reference's, is taken at the group's sampling
+   `temperature` (logits / T, as TRL does), so the ratio and the KL compare the distribution the
+   student sampled from. Reference log-probs are computed once, before the update, without grad,
+   under the reference policy; all come from `StudentModel.token_logprobs` in one dtype. No
+   forward is spent on old log-probs: a group gets exactly one gradient pass, with the weights that
+   produced it (the optimiser steps after), so the old policy is the current one and its log-probs
+   are the current ones, detached (TRL's `num_iterations=1`). The ratio is then 1 and its gradient
+   the policy gradient.
+
+   Off-policy tokens. A teacher's or the reference's step was not sampled by the student, yet it
+   is scored like the student's own tokens: its old log-probs are the current ones too, so its
+   ratio is 1 and it contributes advantage x grad log p_T(token), an advantage-weighted imitation
+   term (as rStar-Math's and ReST-MCTS*'s training on teacher-made trajectories). No importance
+   correction is applied: the teacher's own probabilities are unknown.
 4. GRPO: `group_advantages` of the rewards, `grpo_loss` per micro-batch of `micro_batch_size`
    trajectories, each scaled by its share of the group and by 1/gradient_accumulation_steps, so
    the accumulated gradient is that of the whole group's loss ("bnpo" averages each micro-batch's
@@ -35,17 +44,16 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from alphazero_llm.config import TrainingConfig
-from alphazero_llm.mcts.evaluate import path_pre
-from alphazero_llm.mcts.search import SearchResult, Trajectory
+from alphazero_llm.data import Problem
 from alphazero_llm.training.checkpoint import (
     CheckpointState,
     capture_rng,
@@ -58,32 +66,17 @@ from alphazero_llm.training.grpo import group_advantages, grpo_loss, legacy_loss
 from alphazero_llm.training.metrics import MetricsLog
 from alphazero_llm.training.optim import build_optimizer, build_scheduler
 from alphazero_llm.training.sampler import QuestionSampler
+from alphazero_llm.training.sources import TrajectorySource
+from alphazero_llm.trajectory import Group
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_ADAPTER = "reference"
 
-# (question, gold, rng, example step) -> the finished search. The step lets a caller seed per-example
-# generators, so that a resumed run draws what a straight run draws.
-SearchFn = Callable[[str, str, random.Random, int], SearchResult]
-
 
 class BanditState(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    num_examples: int
-    checkpoint_dir: Path
-    save_every: int
-    log_interval: int
-    loss: Literal["grpo", "legacy"]
-    seed: int
-    system_prompt: str
-    max_completion_tokens: int = 512  # trajectories are cut to this many tokens (memory bound)
-    keep_last: int | None = 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +86,7 @@ class Batch:
     prompt_ids: list[int]
     completion_ids: list[list[int]]
     rewards: torch.Tensor  # [G]
+    temperature: float  # the log-probs' temperature: the one the student sampled at
 
 
 def pad(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,25 +97,17 @@ def pad(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return values, mask
 
 
-def group_stats(result: SearchResult) -> dict[str, Any]:
-    """Reward, HRE and PRE statistics of a search's trajectories (the group)."""
-    trajs = [t for t in result.trajectories if t.text.strip()]
+def group_stats(group: Group) -> dict[str, Any]:
+    """The group's reward, HRE and PRE statistics (the values its rewards were made of), and the source's own."""
+    trajs = group.trajectories
     rewards = [t.reward for t in trajs]
-    nodes = {n.id: n for n in result.root.iter_subtree()}
-    pres = [path_pre([n.pre for n in nodes[t.leaf_id].path()[1:]], 1.0) for t in trajs]
-    hres = [t.hre for t in trajs if t.hre is not None]
     return {
         "group_size": len(trajs),
         "reward_mean": _mean(rewards),
         "reward_max": max(rewards) if rewards else None,
-        "hre_mean": _mean(hres),
-        "pre_mean": _mean(pres),
-        "best_correct": float(result.best_correct),
-        "tree_nodes": result.stats.nodes,
-        "tree_depth": result.stats.max_depth,
-        "teacher_calls": sum(v for k, v in result.stats.proposer_calls.items() if k.startswith("teachers")),
-        "tokens": result.stats.proposer_tokens,
-        "search_s": result.stats.wall_time_s,
+        "hre_mean": _mean([t.hre for t in trajs if t.hre is not None]),
+        "pre_mean": _mean([t.pre for t in trajs if t.pre is not None]),
+        **group.metrics,
     }
 
 
@@ -185,35 +171,34 @@ class Trainer:
     def __init__(
         self,
         student: Any,
-        search_fn: SearchFn,
-        rows: Sequence[Mapping[str, Any]],
+        source: TrajectorySource,
+        problems: Sequence[Problem],
         config: TrainingConfig,
-        settings: LoopSettings,
         *,
         rng: random.Random | None = None,
         bandit: BanditState | None = None,
         metrics: MetricsLog | None = None,
-        extra_metrics: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
+        run = config.run
         accumulate = config.optimizer.gradient_accumulation_steps
-        if settings.save_every % accumulate:
+        if run.save_every % accumulate:
             # A checkpoint between two accumulated examples would lose their gradients on resume.
-            raise ValueError(f"save_every ({settings.save_every}) must be a multiple of gradient_accumulation_steps")
+            raise ValueError(f"save_every ({run.save_every}) must be a multiple of gradient_accumulation_steps")
+        if not problems:
+            raise ValueError("no problems to train on")
         self.student = student
-        self.search_fn = search_fn
-        self.rows = rows
+        self.source = source
+        self.problems = problems
         self.config = config
-        self.settings = settings
-        self.rng = rng if rng is not None else random.Random(settings.seed)
+        self.run_config = run
+        self.checkpoint_dir = Path(run.checkpoint_dir)
+        self.rng = rng if rng is not None else random.Random(config.seed)
         self.bandit = bandit
-        self.extra_metrics = extra_metrics  # per-example values the search function knows (e.g. teacher cost)
-        self.sampler = QuestionSampler(len(rows), settings.seed)
+        self.sampler = QuestionSampler(len(problems), config.seed)
         self.optimizer = build_optimizer(student.model.parameters(), config.optimizer, student.device)
-        self.scheduler = build_scheduler(
-            self.optimizer, config.optimizer, math.ceil(settings.num_examples / accumulate)
-        )
+        self.scheduler = build_scheduler(self.optimizer, config.optimizer, math.ceil(run.num_examples / accumulate))
         self.reference = ReferencePolicy(student, config.grpo.update_ref_every)
-        self.metrics = metrics or MetricsLog(Path(settings.checkpoint_dir) / "metrics.jsonl")
+        self.metrics = metrics or MetricsLog(self.checkpoint_dir / "metrics.jsonl")
         self.step = 0
         self.updates = 0  # optimiser steps taken by this process (a resumed run counts from 0 again)
         self.order: list[int] = []  # question indices of this process's examples, for tests and logs
@@ -231,20 +216,21 @@ class Trainer:
             teacher_bandit=self.bandit.state_dict() if self.bandit is not None else {},
             metrics=tuple(self.metrics.records),
         )
-        return save_checkpoint(self.settings.checkpoint_dir, state, self.student, keep_last=self.settings.keep_last)
+        keep_last = self.run_config.keep_last or None  # 0 keeps every checkpoint
+        return save_checkpoint(self.checkpoint_dir, state, self.student, keep_last=keep_last)
 
     def resume(self) -> bool:
         """Load the latest checkpoint, if any; True when one was loaded."""
-        latest = find_latest(self.settings.checkpoint_dir)
+        latest = find_latest(self.checkpoint_dir)
         if latest is None:
-            logger.warning("--resume: no checkpoint in %s; starting from scratch", self.settings.checkpoint_dir)
+            logger.warning("--resume: no checkpoint in %s; starting from scratch", self.checkpoint_dir)
             return False
         state = load_checkpoint(latest, self.student)
         self.reference.restore(latest / "adapter")
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         restore_rng(state.rng, self.rng)
-        self.sampler = QuestionSampler(len(self.rows), self.settings.seed, state.sampler)
+        self.sampler = QuestionSampler(len(self.problems), self.config.seed, state.sampler)
         if self.bandit is not None and state.teacher_bandit:
             self.bandit.load_state_dict(state.teacher_bandit)
         self.metrics = MetricsLog(self.metrics.path, state.metrics, self.metrics.reporters)
@@ -258,35 +244,37 @@ class Trainer:
         start = time.perf_counter()
         index = self.sampler.next()
         self.order.append(index)
-        row = self.rows[index]
-        result = self.search_fn(row["question"], str(row["answer"]), self.rng, self.step)
-        record: dict[str, Any] = {"step": self.step + 1, "question_index": index, **group_stats(result)}
-        record.update(self.update(self.tokenise(row["question"], result.trajectories)))
+        problem = self.problems[index]
+        group = self.source(problem, self.rng, self.step)
+        record: dict[str, Any] = {"step": self.step + 1, "question_index": index, "problem_id": problem.id}
+        record.update(group_stats(group))
+        record.update(self.update(self.batch(group)))
         self.step += 1
         self.reference.after_example(self.step)
-        if self.extra_metrics is not None:
-            record.update(self.extra_metrics())
         record["lr"] = self.scheduler.get_last_lr()[0]
         record["time_s"] = time.perf_counter() - start
         self.metrics.log(record)
         return record
 
-    def tokenise(self, question: str, trajectories: Sequence[Trajectory]) -> Batch:
-        messages = [{"role": "system", "content": self.settings.system_prompt}, {"role": "user", "content": question}]
+    def batch(self, group: Group) -> Batch:
+        """The group's tokens as the loss scores them (module docstring), cut to `max_completion_tokens`."""
         completions, rewards = [], []
-        for traj in trajectories:
-            ids = self.student.tokenizer(traj.text, add_special_tokens=False)["input_ids"]
+        for traj in group.trajectories:
+            ids = list(traj.completion_ids)
             if traj.terminal and self.eos is not None:
-                ids = [*ids, self.eos]
-            ids = ids[: self.settings.max_completion_tokens]
+                ids.append(self.eos)
+            ids = ids[: self.run_config.max_completion_tokens]
             if ids:
                 completions.append(ids)
                 rewards.append(traj.reward)
-        return Batch(self.student.prompt_ids(messages), completions, torch.tensor(rewards, dtype=torch.float32))
+        rewards_t = torch.tensor(rewards, dtype=torch.float32)
+        return Batch(list(group.prompt_ids), completions, rewards_t, group.temperature)
 
     def _logprobs(self, batch: Batch, members: Sequence[int]) -> list[torch.Tensor]:
         return self.student.token_logprobs(
-            [batch.prompt_ids] * len(members), [batch.completion_ids[i] for i in members]
+            [batch.prompt_ids] * len(members),
+            [batch.completion_ids[i] for i in members],
+            temperature=batch.temperature,
         )
 
     def update(self, batch: Batch) -> dict[str, Any]:
@@ -297,7 +285,7 @@ class Trainer:
             logger.warning("example %d: the search gave no trajectory with text; nothing to learn", self.step + 1)
             return out
         grpo, legacy, opt = self.config.grpo, self.config.legacy, self.config.optimizer
-        use_grpo = self.settings.loss == "grpo"
+        use_grpo = self.run_config.loss == "grpo"
         kl_weight = grpo.beta if use_grpo else legacy.kl_weight
         ref = None
         if kl_weight > 0:
@@ -315,7 +303,7 @@ class Trainer:
                     loss, stats = grpo_loss(
                         logprobs, logprobs.detach(), ref_lp, advantages[members], mask,
                         epsilon=grpo.clip_epsilon, beta=grpo.beta, entropy_coef=grpo.entropy_coef,
-                        loss_type=grpo.loss_type, max_completion_length=self.settings.max_completion_tokens,
+                        loss_type=grpo.loss_type, max_completion_length=self.run_config.max_completion_tokens,
                     )  # fmt: skip
                 else:
                     loss, stats = legacy_loss(
@@ -356,20 +344,21 @@ class Trainer:
         """Train until `num_examples` examples are done, checkpointing every `save_every` and at the end."""
         from tqdm.auto import tqdm
 
-        total = self.settings.num_examples
+        total = self.run_config.num_examples
         bar = tqdm(total=total, initial=self.step, desc="training", unit="q", disable=not progress)
         try:
             while self.step < total:
                 record = self.train_example()
                 bar.update(1)
                 bar.set_postfix(reward=_fmt(record.get("reward_mean")), loss=_fmt(record.get("loss")))
-                if self.step % self.settings.log_interval == 0:
+                if self.step % self.run_config.log_interval == 0:
                     logger.info(
-                        "example %d/%d: reward %s, hre %s, loss %s, kl %s, nodes %s, %.1fs",
+                        "example %d/%d: reward %s, hre %s, pre %s, loss %s, kl %s, group %d, %.1fs",
                         self.step, total, _fmt(record["reward_mean"]), _fmt(record["hre_mean"]),
-                        _fmt(record["loss"]), _fmt(record["kl"]), record["tree_nodes"], record["time_s"],
+                        _fmt(record["pre_mean"]), _fmt(record["loss"]), _fmt(record["kl"]),
+                        record["group_size"], record["time_s"],
                     )  # fmt: skip
-                if self.step % self.settings.save_every == 0 or self.step == total:
+                if self.step % self.run_config.save_every == 0 or self.step == total:
                     self.save()
         finally:
             bar.close()

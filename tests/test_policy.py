@@ -1,0 +1,56 @@
+"""The student as the search asks it (`models.policy.StudentPolicy`): it continues its own answer, token for token."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from alphazero_llm.config import load_config
+from alphazero_llm.data import Problem
+from alphazero_llm.mcts import Partial
+from alphazero_llm.mcts.tree import teacher_step_text
+from alphazero_llm.models.policy import StudentPolicy, first_line_ids
+from alphazero_llm.models.prompts import question_messages
+from alphazero_llm.models.sampling import Sampling
+from alphazero_llm.models.student import StudentModel, StudentSpec
+from alphazero_llm.testing.fake_vllm import FakeTokenizer, fake_token_ids
+
+SYSTEM = "Solve step by step. Format your final answer as: #### [number]"
+PROBLEM = Problem("Tom has 3 apples and buys 4 more. How many apples does he have?", "7", "3 + 4 = 7\n#### 7", "t0")
+
+
+def test_first_line_ids_cuts_after_the_first_line_break_that_follows_text():
+    decode = FakeTokenizer().decode
+    assert first_line_ids(decode, fake_token_ids("3 + 4 = 7\n#### 7")) == tuple(fake_token_ids("3 + 4 = 7\n"))
+    # Leading blank lines are part of the step as sampled; the cut is after the first line with text.
+    assert first_line_ids(decode, fake_token_ids("\n\nSo 7.\nMore")) == tuple(fake_token_ids("\n\nSo 7.\n"))
+    assert first_line_ids(decode, fake_token_ids("no break")) == tuple(fake_token_ids("no break"))  # budget ran out
+    assert first_line_ids(decode, []) == ()
+
+
+@pytest.mark.slow
+def test_steps_and_rollouts_continue_the_students_own_answer(smollm_dir: Path):
+    """Greedy: a step is the student's own first line (ids and text verbatim, line break included) and a
+    rollout its whole answer; after a partial solution the context is the prompt, then the partial's ids."""
+    student = StudentModel.load(StudentSpec(name=str(smollm_dir), device="cpu", lora=False), load_config().models)
+    greedy = Sampling.greedy_decoding(60)
+    policy = StudentPolicy(student, step=greedy, rollout=greedy, system_prompt=SYSTEM, seed=0)
+    prompt = student.prompt_ids(question_messages(PROBLEM.question, SYSTEM))
+    assert list(policy.prompt_ids(PROBLEM)) == prompt
+    (answer,) = student.sample_ids([prompt], greedy)[0]
+
+    (step,) = asyncio.run(policy.propose(PROBLEM, Partial(""), "student", 1))
+    assert step.token_ids == tuple(answer[: len(step.token_ids)]) and step.text.endswith("\n")
+    assert step.text.strip() == next(line.strip() for line in student.tokenizer.decode(answer).splitlines() if line)
+    assert asyncio.run(policy.finish(PROBLEM, Partial(""))) == student.tokenizer.decode(
+        answer, skip_special_tokens=True
+    )
+
+    line = teacher_step_text("", "He starts with 3 apples.")
+    partial = Partial(line, policy.encode(line))
+    (after,) = asyncio.run(policy.propose(PROBLEM, partial, "student", 1))
+    (continuation,) = student.sample_ids([prompt + list(partial.token_ids)], greedy)[0]
+    assert after.token_ids == tuple(continuation[: len(after.token_ids)])
+    assert policy.tokens_used() == len(answer) * 2 + len(continuation)  # every sampled token is counted
