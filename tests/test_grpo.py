@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import missing
 
 from alphazero_llm.training.grpo import (
     aggregate,
@@ -28,7 +29,16 @@ from alphazero_llm.training.grpo import (
     sampled_token_entropy,
 )
 
-trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer", reason="trl (dev extra) is needed for the parity test")
+
+@pytest.fixture(scope="module")
+def trl_grpo():
+    """TRL's GRPO trainer module, for the parity tests only: they skip without trl (the dev extra), or fail
+    under ALPHAZERO_REQUIRE_REAL_PARTS; every other test here needs nothing but torch."""
+    try:
+        import trl.trainer.grpo_trainer as module
+    except ImportError as exc:
+        missing(f"trl (the dev extra) is needed for the TRL parity tests: {exc}")
+    return module
 
 
 # --- TRL stand-in ------------------------------------------------------------------------------
@@ -50,6 +60,7 @@ class _IdentityAccelerator:
 
 
 def trl_loss(
+    trl_grpo,
     logprobs,
     old_logprobs,
     ref_logprobs,
@@ -116,12 +127,12 @@ def make_batch(seed: int, B: int = 5, T: int = 7, spread: float = 0.5):
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_parity_with_trl(loss_type, beta, seed):
+def test_parity_with_trl(trl_grpo, loss_type, beta, seed):
     logprobs, old, ref, adv, mask = make_batch(seed)
     ours_lp = logprobs.clone().requires_grad_(True)
     trl_lp = logprobs.clone().requires_grad_(True)
     ours, stats = grpo_loss(ours_lp, old, ref, adv, mask, epsilon=0.2, beta=beta, loss_type=loss_type)
-    theirs = trl_loss(trl_lp, old, ref, adv, mask, epsilon=0.2, beta=beta, loss_type=loss_type)
+    theirs = trl_loss(trl_grpo, trl_lp, old, ref, adv, mask, epsilon=0.2, beta=beta, loss_type=loss_type)
     assert stats["clip_ratio"] > 0, "the batch must exercise clipping"
     assert abs(ours.item() - theirs.item()) < 1e-6
     ours.backward()
@@ -131,7 +142,7 @@ def test_parity_with_trl(loss_type, beta, seed):
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
-def test_parity_with_trl_entropy_bonus(loss_type):
+def test_parity_with_trl_entropy_bonus(trl_grpo, loss_type):
     logprobs, old, ref, adv, mask = make_batch(3)
     entropies = torch.rand(logprobs.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 2
     ours, _ = grpo_loss(
@@ -147,6 +158,7 @@ def test_parity_with_trl_entropy_bonus(loss_type):
         entropies=entropies,
     )
     theirs = trl_loss(
+        trl_grpo,
         logprobs,
         old,
         ref,
@@ -177,7 +189,7 @@ def test_group_advantages_hand_computed():
     torch.testing.assert_close(adv, torch.tensor([-1.0, 0.0, 1.0]))
 
 
-def test_group_advantages_sample_std_matches_trl():
+def test_group_advantages_sample_std_matches_trl(trl_grpo):
     rewards = torch.tensor([0.0, 0.2, 1.0, 0.4], dtype=torch.float64)
     ours = group_advantages(rewards, clip=100.0, eps=1e-4)
     trl_std = trl_grpo.nanstd(rewards.view(1, -1), dim=1)

@@ -195,10 +195,13 @@ def legacy_loss(
     mask: Tensor,
     min_reward_threshold: float,
     kl_weight: float,
+    num_kept: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Reward-weighted NLL on trajectories above the threshold, plus kl_weight * k3 KL to the reference.
 
     logprobs (with grad), ref_logprobs, mask: [B, T]; rewards: [B]. Returns (scalar loss, stats).
+    `num_kept` is K below: the kept count of the whole group when these B rows are one micro-batch of
+    it (then the micro-batches' losses add up to the group's, whatever their split); None: this batch's.
 
     Kept trajectories: reward > min_reward_threshold (LegacyConfig: "at or below are not
     trained on"). Weight w_i = reward_i - min_reward_threshold, which is the reward itself
@@ -218,6 +221,9 @@ def legacy_loss(
         raise ValueError("kl_weight > 0 needs ref_logprobs (the base model's, adapter disabled)")
     kept = rewards > min_reward_threshold
     n_kept = int(kept.sum())
+    normaliser = n_kept if num_kept is None else num_kept
+    if num_kept is not None and num_kept < n_kept:
+        raise ValueError(f"num_kept ({num_kept}) is below this batch's own kept count ({n_kept})")
     if n_kept == 0:
         zero = (torch.where(mask.bool(), logprobs, torch.zeros_like(logprobs)) * 0.0).sum()
         return zero, {"nll": 0.0, "kl": 0.0, "kept": 0.0, "mean_weight": 0.0}
@@ -225,12 +231,12 @@ def legacy_loss(
     lengths = keep.sum(-1).clamp(min=1).to(logprobs.dtype)
     nll = -torch.where(keep, logprobs, torch.zeros_like(logprobs)).sum(-1) / lengths  # [B]
     weights = torch.where(kept, rewards - min_reward_threshold, torch.zeros_like(rewards)).to(logprobs.dtype)
-    loss = (weights * nll).sum() / n_kept
+    loss = (weights * nll).sum() / normaliser
     kl_seq = torch.zeros_like(nll)
     if ref_logprobs is not None:
         kl_seq = k3_kl(logprobs, ref_logprobs, keep).sum(-1) / lengths
     if kl_weight != 0.0:
-        loss = loss + kl_weight * kl_seq.sum() / n_kept
+        loss = loss + kl_weight * kl_seq.sum() / normaliser
     stats = {
         "nll": float(nll.detach()[kept].mean()),
         "kl": float(kl_seq.detach()[kept].mean()),
