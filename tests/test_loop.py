@@ -21,7 +21,7 @@ from alphazero_llm.mcts.evaluate import path_pre
 from alphazero_llm.models.student import StudentModel
 from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.training.assembly import example_seed, student_policy
-from alphazero_llm.training.grpo import group_advantages, grpo_loss
+from alphazero_llm.training.grpo import group_advantages, grpo_loss, legacy_loss
 from alphazero_llm.training.loop import Trainer, pad
 from alphazero_llm.training.metrics import summary_table, write_plots
 from alphazero_llm.training.optim import lr_factor
@@ -58,7 +58,7 @@ def small_config(**changes) -> Config:
             "seed": 3,
             "environment.system_prompt": "Solve it.",
             "mcts.num_iterations": 4, "mcts.num_right": 1, "mcts.num_wrong": 2, "mcts.num_student": 0,
-            "mcts.max_depth": 3,
+            "mcts.max_depth": 3, "mcts.rollout": False,  # these tests are about the loss: no rollouts, faster
             "optimizer.learning_rate": 1e-2, "optimizer.warmup_steps": 1, "optimizer.micro_batch_size": 2,
             "run.save_every": 2, "run.log_interval": 1, "run.loss": "grpo", "run.keep_last": 0,
             **changes,
@@ -355,3 +355,80 @@ def test_the_logged_pre_is_the_pre_in_the_reward(loop, tmp_path: Path, smollm_di
     assert record["pre_mean"] == pytest.approx(record["reward_mean"])
     logged = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["pre_mean"] == pytest.approx(record["pre_mean"])
+
+
+# --- gradients: micro-batching must not change them --------------------------------------------------
+
+
+def lora_grads(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in trainer.student.model.named_parameters() if p.grad is not None}
+
+
+def whole_group_grads(trainer: Trainer, batch) -> dict[str, torch.Tensor]:
+    """The gradient of the group's loss from ONE backward over the whole group (bnpo: TRL's definition, the
+    micro-batches' token means weighted by their share, still one graph and one backward)."""
+    config, group = trainer.config, len(batch.completion_ids)
+    grpo, legacy, accumulate = config.grpo, config.legacy, config.optimizer.gradient_accumulation_steps
+    trainer.student.model.zero_grad(set_to_none=True)
+    with torch.no_grad(), trainer.reference.active():
+        ref = trainer._logprobs(batch, range(group))
+    trainer.student.model.train()
+    logprobs = trainer._logprobs(batch, range(group))
+    if config.run.loss == "legacy":
+        lp, mask = pad(logprobs)
+        loss, _ = legacy_loss(lp, pad(ref)[0], batch.rewards, mask, legacy.min_reward_threshold, legacy.kl_weight)
+    else:
+        advantages = group_advantages(batch.rewards, grpo.advantage_clip)
+        size = config.optimizer.micro_batch_size if grpo.loss_type == "bnpo" else group
+        loss = 0.0
+        for start in range(0, group, size):
+            members = list(range(start, min(group, start + size)))
+            lp, mask = pad([logprobs[i] for i in members])
+            part, _ = grpo_loss(
+                lp, lp.detach(), pad([ref[i] for i in members])[0], advantages[members], mask,
+                epsilon=grpo.clip_epsilon, beta=grpo.beta, loss_type=grpo.loss_type,
+                max_completion_length=config.run.max_completion_tokens,
+            )  # fmt: skip
+            loss = loss + part * len(members) / group
+    (loss / accumulate).backward()
+    trainer.student.model.eval()
+    grads = lora_grads(trainer)
+    trainer.student.model.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"grpo.loss_type": "grpo"},
+        {"grpo.loss_type": "bnpo"},
+        {"grpo.loss_type": "dr_grpo"},
+        {"run.loss": "legacy"},
+    ],
+    ids=["grpo", "bnpo", "dr_grpo", "legacy"],
+)
+def test_accumulated_gradient_equals_one_whole_group_backward(loop, tmp_path: Path, smollm_dir: Path, changes) -> None:
+    """On a perturbed adapter (LoRA B != 0, so the KL and its gradient are not 0), micro-batches of 2 with
+    uneven kept counts, accumulated by `Trainer.update`, give the whole group's gradient within 1e-5."""
+    config = small_config(**{"optimizer.gradient_accumulation_steps": 2, "run.save_every": 2, **changes})
+    trainer = make_trainer(loop, tmp_path, smollm_dir, num_examples=2, config=config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in trainer.student.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    batch = trainer.batch(trainer.source(PROBLEMS[0], trainer.rng, 0))
+    group = len(batch.completion_ids)
+    assert group >= 5 and len({len(c) for c in batch.completion_ids}) > 1
+    # The issue's case: kept rows bunched in some micro-batches (legacy), distinct rewards (GRPO).
+    pattern = [0.5, -0.1, -0.2, -0.3, 0.5, 0.5, 0.5, 0.5, 0.25, -0.4]
+    batch = dataclasses.replace(batch, rewards=torch.tensor((pattern * 2)[:group]))
+    expected = whole_group_grads(trainer, batch)
+    record = trainer.update(batch)
+    assert not record["updated"]  # the first of 2 accumulated examples: the gradients stay in .grad
+    assert record["kl"] > 0
+    got = lora_grads(trainer)
+    assert got.keys() == expected.keys() and expected
+    assert max(float(g.abs().max()) for g in expected.values()) > 1e-4  # a gradient worth comparing
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)

@@ -22,7 +22,10 @@ Per example (one problem):
 4. GRPO: `group_advantages` of the rewards, `grpo_loss` per micro-batch of `micro_batch_size`
    trajectories, each scaled by its share of the group and by 1/gradient_accumulation_steps, so
    the accumulated gradient is that of the whole group's loss ("bnpo" averages each micro-batch's
-   tokens, as TRL does). `grpo.loss_type` picks the normalisation. Legacy: `legacy_loss` likewise.
+   tokens, as TRL does). `grpo.loss_type` picks the normalisation. Legacy: `legacy_loss` of each
+   micro-batch divided by the whole group's kept count, so the parts add up to the group's loss and
+   micro-batching never changes the gradient (tests/test_loop.py compares the accumulated gradients
+   with one whole-group backward).
 5. Every `gradient_accumulation_steps` examples: clip to `max_grad_norm`, AdamW step, LR schedule step.
    A NaN/inf loss or gradient norm skips the update (logged); the gradients are dropped, never applied.
 
@@ -292,6 +295,7 @@ class Trainer:
             with torch.no_grad(), self.reference.active():
                 ref = self._logprobs(batch, range(group))
         advantages = group_advantages(batch.rewards, grpo.advantage_clip)
+        kept = int((batch.rewards > legacy.min_reward_threshold).sum())  # the legacy loss's normaliser
         loss_total, kl_total = 0.0, 0.0
         self.student.model.train()
         try:
@@ -307,16 +311,19 @@ class Trainer:
                     )  # fmt: skip
                 else:
                     loss, stats = legacy_loss(
-                        logprobs, ref_lp, batch.rewards[members], mask, legacy.min_reward_threshold, legacy.kl_weight
-                    )
+                        logprobs, ref_lp, batch.rewards[members], mask, legacy.min_reward_threshold, legacy.kl_weight,
+                        num_kept=kept,
+                    )  # fmt: skip
                 if not torch.isfinite(loss):
                     logger.warning("example %d: non-finite loss %s; update skipped", self.step + 1, float(loss))
                     self.optimizer.zero_grad(set_to_none=True)
                     out["skipped"] = True
                     return out
-                share = len(members) / group / opt.gradient_accumulation_steps
-                (loss * share).backward()
-                loss_total += float(loss.detach()) * len(members) / group
+                # The micro-batch's part of the group's loss: a mean over the group's rows for GRPO; the
+                # legacy loss is already divided by the group's kept count, so its parts simply add up.
+                part = len(members) / group if use_grpo else 1.0
+                (loss * part / opt.gradient_accumulation_steps).backward()
+                loss_total += float(loss.detach()) * part
                 kl_total += stats.get("kl", 0.0) * len(members) / group
         finally:
             self.student.model.eval()
