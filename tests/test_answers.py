@@ -19,7 +19,6 @@ from alphazero_llm.answers import (
     extract_answer,
     extract_strict,
     parse_number,
-    worked_answer,
 )
 
 JANET = (
@@ -256,29 +255,6 @@ def test_extract_strict(text: str, expected: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (JANET + "#### 18", True),
-        ("Natalia sold 48+24 = 72 clips.\n\n#### 72", True),  # blank lines before the marker
-        ("She pays 5 * 3 = $15.00 in all.\n#### 15", True),  # the value, not the spelling, counts
-        ("It costs 8*3=<<8*3=24>>24 dollars.\n#### 24", True),
-        ("3 + 4 = 7 apples. #### 7", True),  # the work may share the marker's line
-        ("#### 2", False),  # a bare guess
-        ("\n\n#### 2", False),
-        ("He has 8 apples and eats 3.\n#### 2", False),  # the work never reaches 2
-        ("So 5 remain.\nThey are all red.\n#### 5", True),  # the last line of work with a number
-        ("So 5 remain.\nThen 6 more came.\n#### 5", False),
-        ("1 + 1 = 2\n\nso #### 2", True),
-        ("Step 2: add them.\n#### 2", False),  # a label is not a result
-        ("The answer is 18", False),  # no marker
-        ("Half of 3 is 1.5\n#### 3/2", True),
-    ],
-)
-def test_worked_answer(text: str, expected: bool) -> None:
-    assert worked_answer(text) is expected
-
-
-@pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("18", Fraction(18)),
@@ -405,12 +381,6 @@ def test_every_gold_solution_matches_its_gold(gsm8k: list[tuple[str, str]]) -> N
 
 def test_strict_extractor_on_every_gold_solution(gsm8k: list[tuple[str, str]]) -> None:
     assert [(s, g) for s, g in gsm8k if not answers_match(extract_strict(s), g)] == []
-
-
-def test_gold_solutions_are_worked_answers(gsm8k: list[tuple[str, str]]) -> None:
-    """The reference solutions, the model answer the format reward stands for, almost all pass."""
-    worked = sum(worked_answer(s) for s, _ in gsm8k)
-    assert worked / len(gsm8k) >= 0.995
 
 
 def test_flexible_rules_without_the_marker(gsm8k: list[tuple[str, str]]) -> None:

@@ -55,12 +55,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Extraction",
+    "Marker",
     "answers_match",
+    "committed_marker",
     "extract",
     "extract_answer",
     "extract_strict",
     "parse_number",
-    "worked_answer",
 ]
 
 # --- LaTeX and typography -> plain text ---------------------------------------------------------
@@ -273,7 +274,23 @@ def _first_number(text: str, start: int, end: int) -> re.Match[str] | None:
     return next((m for m in _NUMBER.finditer(text, start, end) if not _is_label(text, m)), None)
 
 
-def _from_strict_marker(text: str) -> Extraction | None:
+@dataclass(frozen=True)
+class Marker:
+    """The `#### N` line the grader commits to, in the plain (normalised) text it read."""
+
+    plain: str  # the completion as the grader reads it (`_normalise`d, a made-up next question cut)
+    start: int  # where its "####" starts in `plain`
+    line_end: int
+    extraction: Extraction  # what it grades: N, or the result of a calculation on the marker's line
+
+
+def committed_marker(text: str) -> Marker | None:
+    """The `#### N` line that `extract` grades (the last marker followed by a number), or None."""
+    plain = _normalise(_own_answer(text))
+    return _strict_marker(plain)
+
+
+def _strict_marker(text: str) -> Marker | None:
     for marker in reversed(list(_HASH_MARKER.finditer(text))):
         line_end = text.find("\n", marker.end())
         line_end = len(text) if line_end < 0 else line_end
@@ -283,7 +300,8 @@ def _from_strict_marker(text: str) -> Extraction | None:
             and _DECOR.fullmatch(text, marker.end(), m.start())
             and not _HEADING_AFTER.match(text, m.end())
         ):
-            return _found(text, _resolve_calculation(text, m, line_end), "strict")
+            graded = _found(text, _resolve_calculation(text, m, line_end), "strict")
+            return Marker(text, marker.start(), line_end, graded)
     return None
 
 
@@ -348,9 +366,9 @@ def extract(text: str) -> Extraction:
     """The committed final answer of `text`, by the rules in the module docstring."""
     text = _own_answer(text)
     plain = _normalise(text)
-    found = _from_strict_marker(plain)
-    if found is not None:
-        return found
+    marker = _strict_marker(plain)
+    if marker is not None:
+        return marker.extraction
     box = _last_box(text)
     if box is not None:
         return Extraction(box, parse_number(box), "boxed")
@@ -377,23 +395,6 @@ def extract_strict(text: str) -> str | None:
     """
     m = _STRICT.search(text)
     return m[1] if m and any(ch.isdigit() for ch in m[1]) else None
-
-
-def worked_answer(text: str) -> bool:
-    """Whether `text` states a `#### N` answer (`extract_strict`) that its own work arrives at.
-
-    The work arrives at N when N is one of the numbers of its last line that states any, as in
-    99.7% of GSM8K's reference solutions ("...48+24 = 72 clips.\n#### 72"). A bare "#### 2", or
-    "#### 2" after work that ends on other numbers, is a guess, not an answer the work supports:
-    a format reward that pays for it teaches a small model to guess (README, "Does it learn?").
-    """
-    m = _STRICT.search(text)
-    value = parse_number(m[1]) if m else None
-    if value is None:
-        return False
-    work = _normalise(text[: m.start()]).splitlines()
-    last = next((numbers for line in reversed(work) if (numbers := _numbers(line))), [])
-    return any(_value(n) == value for n in last)
 
 
 # --- parsing and comparing -----------------------------------------------------------------------

@@ -38,10 +38,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from alphazero_llm.answers import extract_answer, worked_answer
+from alphazero_llm.answers import extract_answer
 from alphazero_llm.config import RewardsConfig
 from alphazero_llm.mcts.proposers import Partial
 from alphazero_llm.rewards import hre_score
+from alphazero_llm.worked import worked_answer
 
 if TYPE_CHECKING:
     from alphazero_llm.data import Problem
