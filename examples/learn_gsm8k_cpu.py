@@ -90,13 +90,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--learning-rate", type=float, default=5e-4, help="LoRA learning rate (training.yaml: 1e-5)")
     p.add_argument("--warmup-steps", type=int, default=2)
-    p.add_argument("--max-new-tokens", type=int, default=200, help="greedy answer length in the evaluations")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=512, help="greedy answer budget in the evaluations (protocol: 512)"
+    )
     p.add_argument(
         "--resume", action="store_true",
         help="continue the run in --out from its latest checkpoint up to --num-examples (same settings)",
     )  # fmt: skip
     p.add_argument(
         "--analyse-only", action="store_true", help="skip training; evaluate and report the run already in --out"
+    )
+    p.add_argument(
+        "--rollout-tokens", type=int, default=None, help="new tokens of a leaf's rollout (default: training.yaml's)"
     )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dataset-path", default=None, help="local GSM8K directory (default: $GSM8K_PATH, else the hub)")
@@ -116,6 +121,7 @@ def experiment_config(args: argparse.Namespace) -> Config:
         "mcts.num_student": args.student_steps,
         "mcts.tokens_per_expansion": args.tokens_per_step,
         "mcts.max_depth": args.max_depth,
+        "mcts.rollout_tokens": args.rollout_tokens,
         "rewards.hre_weight": args.hre_weight,
         "rewards.pre_weight": args.pre_weight,
         "rewards.length_penalty": args.length_penalty,
@@ -128,7 +134,8 @@ def experiment_config(args: argparse.Namespace) -> Config:
     training = override(base.training_on_cpu, changes)
     config = dataclasses.replace(base, training=training, training_on_cpu=training)
     # The run's greedy evaluations before and after answer in as many tokens as the curve's.
-    return override(config, {"models.generation.max_new_tokens": args.max_new_tokens})
+    training = override(config.training, {"evaluation.max_new_tokens": args.max_new_tokens})
+    return dataclasses.replace(config, training=training, training_on_cpu=training)
 
 
 def train(args: argparse.Namespace, config: Config) -> None:
@@ -136,7 +143,8 @@ def train(args: argparse.Namespace, config: Config) -> None:
     argv = [
         "--reference-teacher", "only", "--use-grpo", "--device", "cpu",
         "--num-examples", str(args.num_examples), "--save-every", str(args.eval_every),
-        "--eval-size", str(args.eval_size), "--checkpoint-dir", str(args.out), "--seed", str(args.seed),
+        "--eval-size", str(args.eval_size), "--eval-split", "test",  # the curve's questions: the first test ones
+        "--checkpoint-dir", str(args.out), "--seed", str(args.seed),
         "--keep-last", "0",  # the curve needs every checkpoint's adapter; the default keeps the last three
     ]  # fmt: skip
     if args.dataset_path:

@@ -46,10 +46,13 @@ def test_default_values_match_the_design():
     assert mcts.max_depth == 12
     assert mcts.tokens_per_expansion == 20
     assert (mcts.num_right, mcts.num_wrong) == (10, 10)
-    rewards = cfg.training.rewards
-    assert (rewards.hre_weight, rewards.pre_weight) == (0.4, 0.6)
-    assert rewards.pre_discount == 0.95
-    assert rewards.length_penalty >= 0 and rewards.direction_bonus >= 0
+    env = cfg.training.environment  # the rubric: the seed's weights
+    assert (env.hre_weight, env.pre_weight) == (0.4, 0.6)
+    rewards = cfg.training.rewards  # the search's leaf value: reaching the gold answer outweighs the rest
+    assert rewards.hre_weight > 2 * rewards.pre_weight and rewards.pre_discount == 0.95
+    assert (rewards.length_penalty, rewards.direction_bonus, rewards.format_bonus) == (0.0, 0.0, 0.0)
+    assert mcts.rollout and mcts.rollout_tokens == 256
+    assert (cfg.training.evaluation.split, cfg.training.evaluation.max_new_tokens) == ("dev", 512)
     assert cfg.training.grpo.advantage_clip == 3.0
     assert cfg.training.grpo.beta > 0
     assert cfg.training.legacy.kl_weight >= 0

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from alphazero_llm import data
-from alphazero_llm.data import DataError, Gsm8kSource, load_gsm8k
+from alphazero_llm.config import load_config, override
+from alphazero_llm.data import DataError, Gsm8kSource, load_gsm8k, load_splits
 
 MINI = Path(__file__).resolve().parent / "fixtures" / "gsm8k_mini"
 
@@ -52,9 +53,37 @@ def test_sizes_and_seeded_shuffle():
         load_gsm8k("train", source, num_examples=-2)
 
 
-def test_single_jsonl_file_serves_every_split():
-    source = Gsm8kSource(path=str(MINI / "test.jsonl"))
-    assert load_gsm8k("train", source)["answer"] == load_gsm8k("test", source)["answer"]
+def test_one_file_for_every_split_is_refused_and_a_split_pattern_is_not():
+    """One plain file would serve the training questions as the held-out ones."""
+    with pytest.raises(DataError, match="one file would serve every split"):
+        load_gsm8k("test", Gsm8kSource(path=str(MINI / "test.jsonl")))
+    pattern = Gsm8kSource(path=str(MINI / "{split}.jsonl"))
+    assert load_gsm8k("test", pattern)["answer"] == load_gsm8k("test", Gsm8kSource(path=str(MINI)))["answer"]
+    assert load_gsm8k("train", pattern)["answer"] != load_gsm8k("test", pattern)["answer"]
+
+
+def test_splits_are_disjoint_seeded_and_dev_does_not_depend_on_the_run(gsm8k_dir: Path):
+    source = Gsm8kSource(path=str(gsm8k_dir))
+
+    def splits(seed: int = 1, **changes):
+        dataset = {"dataset.num_dev_examples": 100, "dataset.split_seed": 0, "dataset.num_train_examples": 50}
+        config = override(load_config().training, {**dataset, **{f"dataset.{k}": v for k, v in changes.items()}})
+        return load_splits(source, config.dataset, seed)
+
+    first = splits()
+    ids = {name: {r["info"]["id"] for r in first.named(name)} for name in ("train", "dev", "test")}
+    assert (len(ids["train"]), len(ids["dev"]), len(ids["test"])) == (50, 100, 1319)
+    assert not (ids["train"] & ids["dev"]) and not (ids["train"] & ids["test"]) and not (ids["dev"] & ids["test"])
+    questions = {r["question"] for r in first.train}
+    assert not questions & {r["question"] for r in first.dev + first.test}
+    again = splits()
+    assert [r["info"]["id"] for r in again.dev] == [r["info"]["id"] for r in first.dev]  # a function of file + seed
+    other_run = splits(seed=2, num_train_examples=-1)  # another run seed and size: the same dev, a different order
+    assert [r["info"]["id"] for r in other_run.dev] == [r["info"]["id"] for r in first.dev]
+    assert len(other_run.train) == 7473 - 100 and not {r["info"]["id"] for r in other_run.train} & ids["dev"]
+    assert [r["info"]["id"] for r in splits(split_seed=1).dev] != [r["info"]["id"] for r in first.dev]
+    with pytest.raises(DataError, match="to train on"):
+        splits(num_dev_examples=7473)
 
 
 def test_environment_variable_selects_local_data(monkeypatch: pytest.MonkeyPatch):
@@ -101,18 +130,18 @@ GOOD = json.dumps({"question": "2 + 2?", "answer": "2 + 2 = 4\n#### 4"})
 def test_malformed_row_names_file_and_line(tmp_path: Path, bad_line: str, message: str):
     file = write_lines(tmp_path / "test.jsonl", [GOOD, "", GOOD, bad_line, GOOD])
     with pytest.raises(DataError, match=message) as err:
-        load_gsm8k("test", Gsm8kSource(path=str(file)))
+        load_gsm8k("test", Gsm8kSource(path=str(tmp_path)))
     assert f"{file}:4:" in str(err.value)
 
 
 def test_missing_file_is_named(tmp_path: Path):
     with pytest.raises(DataError, match=r"test\.jsonl: GSM8K file not found"):
         load_gsm8k("test", Gsm8kSource(path=str(tmp_path)))
-    with pytest.raises(DataError, match=r"nowhere\.jsonl: GSM8K file not found"):
-        load_gsm8k("test", Gsm8kSource(path=str(tmp_path / "nowhere.jsonl")))
+    with pytest.raises(DataError, match=r"nowhere_test\.jsonl: GSM8K file not found"):
+        load_gsm8k("test", Gsm8kSource(path=str(tmp_path / "nowhere_{split}.jsonl")))
 
 
 def test_empty_file_is_an_error(tmp_path: Path):
-    file = write_lines(tmp_path / "test.jsonl", [""])
+    write_lines(tmp_path / "test.jsonl", [""])
     with pytest.raises(DataError, match="no rows"):
-        load_gsm8k("test", Gsm8kSource(path=str(file)))
+        load_gsm8k("test", Gsm8kSource(path=str(tmp_path)))

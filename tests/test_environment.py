@@ -26,18 +26,18 @@ def rubric_table(env: vf.Environment) -> dict[str, float]:
 
 
 def test_defaults_come_from_config():
-    env = load_environment(dataset_path=MINI)
+    env = load_environment(dataset_path=MINI, num_dev_examples=2)
     cfg = load_config().training
     assert isinstance(env, vf.SingleTurnEnv)
     assert env.system_prompt == cfg.environment.system_prompt
     assert "#### " in env.system_prompt
     assert rubric_table(env) == {
-        "correctness": cfg.rewards.hre_weight,
+        "correctness": cfg.environment.hre_weight,
         "strict_correctness": 0.0,
         "format_ok": 0.0,
         "answer_parsed": 0.0,
     }
-    assert len(env.dataset) == 8  # fewer than the configured 50 in the fixture
+    assert len(env.dataset) == 6  # the fixture's 8 train rows less the 2 held out as dev
     assert len(env.eval_dataset) == 6  # the whole eval split: fewer than the configured 20
     for row in (env.dataset[0], env.eval_dataset[0]):  # the one chat prompt, its system message not repeated
         assert row["prompt"] == question_messages(row["question"], cfg.environment.system_prompt)
@@ -45,7 +45,9 @@ def test_defaults_come_from_config():
 
 
 def test_rows_are_formatted_with_the_system_prompt():
-    env = load_environment(dataset_path=MINI, num_eval_examples=2, system_prompt="Answer with #### N.")
+    env = load_environment(
+        dataset_path=MINI, num_dev_examples=2, num_eval_examples=2, system_prompt="Answer with #### N."
+    )
     row = env.eval_dataset[0]
     assert row["answer"] == "91"
     assert row["prompt"][0] == {"role": "system", "content": "Answer with #### N."}
@@ -56,16 +58,16 @@ def test_rows_are_formatted_with_the_system_prompt():
 
 
 def test_overrides_and_an_explicit_zero_weight():
-    env = load_environment(dataset_path=MINI, hre_weight=0.0, num_train_examples=3, seed=7)
+    env = load_environment(dataset_path=MINI, num_dev_examples=2, hre_weight=0.0, num_train_examples=3, seed=7)
     assert rubric_table(env)["correctness"] == 0.0
     assert len(env.dataset) == 3
-    other_seed = load_environment(dataset_path=MINI, num_train_examples=3, seed=8)
+    other_seed = load_environment(dataset_path=MINI, num_dev_examples=2, num_train_examples=3, seed=8)
     assert env.dataset["question"] != other_seed.dataset["question"]
 
 
 def test_gsm8k_path_environment_variable(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("GSM8K_PATH", MINI)
-    assert load_environment().eval_dataset[0]["answer"] == "91"
+    assert load_environment(num_dev_examples=2).eval_dataset[0]["answer"] == "91"
 
 
 def test_unknown_argument_lists_the_valid_ones():
@@ -75,17 +77,17 @@ def test_unknown_argument_lists_the_valid_ones():
 
 def test_wrong_argument_type():
     with pytest.raises(ValueError, match="num_train_examples: expected an integer"):
-        load_environment(dataset_path=MINI, num_train_examples="5")
+        load_environment(dataset_path=MINI, num_dev_examples=2, num_train_examples="5")
 
 
 def test_unknown_tier():
     with pytest.raises(ValueError, match="unknown teacher tier 'platinum'"):
-        load_environment(dataset_path=MINI, tier="platinum")
+        load_environment(dataset_path=MINI, num_dev_examples=2, tier="platinum")
 
 
 def test_student_model_needs_use_student_model():
     with pytest.raises(ValueError, match="use_student_model is false"):
-        load_environment(dataset_path=MINI, student_model="some/model")
+        load_environment(dataset_path=MINI, num_dev_examples=2, student_model="some/model")
 
 
 @pytest.mark.slow
@@ -99,7 +101,7 @@ def test_use_student_model_adds_perplexity_once_per_process(smollm_dir: Path, mo
 
     monkeypatch.setattr(StudentModel, "load", classmethod(counting_load))
     shared_perplexity_reward.cache_clear()
-    env = load_environment(dataset_path=MINI, use_student_model=True, student_model=str(smollm_dir))
+    env = load_environment(dataset_path=MINI, num_dev_examples=2, use_student_model=True, student_model=str(smollm_dir))
     assert rubric_table(env) == {
         "correctness": 0.4,
         "perplexity": 0.6,
@@ -107,7 +109,9 @@ def test_use_student_model_adds_perplexity_once_per_process(smollm_dir: Path, mo
         "format_ok": 0.0,
         "answer_parsed": 0.0,
     }
-    again = load_environment(dataset_path=MINI, use_student_model=True, student_model=str(smollm_dir), pre_weight=0.3)
+    again = load_environment(
+        dataset_path=MINI, num_dev_examples=2, use_student_model=True, student_model=str(smollm_dir), pre_weight=0.3
+    )
     assert rubric_table(again)["perplexity"] == 0.3
     assert len(loads) == 1  # two environments, one student per process
     assert loads[0].name == str(smollm_dir) and loads[0].lora is False

@@ -27,7 +27,7 @@ def test_the_experiment_runs_and_reports(gsm8k_dir: Path, smollm_dir: Path, tmp_
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     argv = [
         sys.executable, str(SCRIPT), "--out", str(out), "--dataset-path", str(gsm8k_dir), "--num-examples", "2",
-        "--eval-every", "1", "--eval-size", "2", "--iterations", "2", "--tokens-per-step", "8", "--max-new-tokens", "8",
+        "--eval-every", "1", "--eval-size", "2", "--iterations", "2", "--tokens-per-step", "8", "--max-new-tokens", "8", "--rollout-tokens", "8",
     ]  # fmt: skip
     proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

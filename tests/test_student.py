@@ -9,13 +9,9 @@ import torch
 
 from alphazero_llm.config import load_config
 from alphazero_llm.models.embedded import embedded_gguf_path
+from alphazero_llm.models.locate import resolve_model_path
 from alphazero_llm.models.sampling import Sampling
-from alphazero_llm.models.student import (
-    FourBitOnCPUError,
-    StudentModel,
-    StudentSpec,
-    resolve_model_path,
-)
+from alphazero_llm.models.student import FourBitOnCPUError, StudentModel, StudentSpec
 
 MODELS = load_config().models
 PROMPTS = [

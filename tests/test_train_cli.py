@@ -30,7 +30,7 @@ REQUIRED_KEYS = {
 def command(smollm_dir: Path, out: Path, *flags: str) -> list[str]:
     return [
         sys.executable, "train_vllm.py", "--student", str(smollm_dir), "--local-teacher",
-        "--dataset-path", str(MINI), "--checkpoint-dir", str(out), "--device", "cpu", *flags,
+        "--dataset-path", str(MINI), "--dev-size", "2", "--checkpoint-dir", str(out), "--device", "cpu", *flags,
     ]  # fmt: skip
 
 

@@ -41,7 +41,9 @@ def run_vf_eval(server: LocalServer, workdir: Path, env_args: dict) -> list[dict
 
 
 def test_vf_eval_end_to_end(smollm_server: LocalServer, tmp_path: Path):
-    rows = run_vf_eval(smollm_server, tmp_path, {"dataset_path": str(MINI), "hre_weight": HRE_WEIGHT})
+    rows = run_vf_eval(
+        smollm_server, tmp_path, {"dataset_path": str(MINI), "num_dev_examples": 2, "hre_weight": HRE_WEIGHT}
+    )
     assert len(rows) == 10
 
     golds = load_gsm8k("test", Gsm8kSource(path=str(MINI)))["answer"][:5]
@@ -61,7 +63,12 @@ def test_vf_eval_end_to_end(smollm_server: LocalServer, tmp_path: Path):
 
 def test_vf_eval_with_the_student_scores_pre(smollm_server: LocalServer, smollm_dir: Path, tmp_path: Path):
     """PRE through vf-eval: present, in [-1, 1], equal to the library's PRE on the saved rollouts."""
-    env_args = {"dataset_path": str(MINI), "use_student_model": True, "student_model": str(smollm_dir)}
+    env_args = {
+        "dataset_path": str(MINI),
+        "num_dev_examples": 2,
+        "use_student_model": True,
+        "student_model": str(smollm_dir),
+    }
     rows = run_vf_eval(smollm_server, tmp_path, env_args)
     assert len(rows) == 10
     assert all(-1.0 <= row["perplexity"] <= 1.0 for row in rows)

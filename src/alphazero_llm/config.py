@@ -214,17 +214,38 @@ class DatasetConfig:
     eval_split: str
     path: str | None
     num_train_examples: int
+    num_dev_examples: int  # drawn from train_split with split_seed; never trained on
+    split_seed: int
     num_eval_examples: int
     shuffle: bool
 
     def __post_init__(self) -> None:
         _require(self.num_train_examples >= -1, "num_train_examples must be -1 (all) or >= 0")
+        _require(self.num_dev_examples >= 0, "num_dev_examples must be >= 0")
         _require(self.num_eval_examples >= -1, "num_eval_examples must be -1 (all) or >= 0")
 
 
 @dataclass(frozen=True)
 class EnvironmentConfig:
+    """The verifiers environment: the student's system prompt and the rubric's weights (HRE, PRE)."""
+
     system_prompt: str
+    hre_weight: float
+    pre_weight: float
+
+    def __post_init__(self) -> None:
+        _require(self.hre_weight >= 0 and self.pre_weight >= 0, "reward weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """train_vllm.py's greedy evaluation (training/evaluation.py)."""
+
+    split: Literal["dev", "test"]  # dev while developing; test once per configuration
+    max_new_tokens: int
+
+    def __post_init__(self) -> None:
+        _require(self.max_new_tokens > 0, "max_new_tokens must be positive")
 
 
 @dataclass(frozen=True)
@@ -343,6 +364,7 @@ class TrainingConfig:
     seed: int
     dataset: DatasetConfig
     environment: EnvironmentConfig
+    evaluation: EvaluationConfig
     mcts: MCTSConfig
     rewards: RewardsConfig
     grpo: GRPOConfig

@@ -11,10 +11,16 @@ shuffling), which travel together through the search, the trainer and the logs.
 By default the data loads from the Hugging Face hub (`openai/gsm8k`, config
 `main`). A local copy is used instead when a path is given, either as an
 argument or through the `GSM8K_PATH` environment variable: a directory holding
-`<split>.jsonl` (the layout of openai/grade-school-math), or a single JSONL
-file, which then serves every split. Each JSONL line is an object with
-`question` and `answer`, the answer being the reference solution ending in
+`<split>.jsonl` (the layout of openai/grade-school-math), or a file pattern with
+`{split}` in it (`data/gsm8k_{split}.jsonl`). One plain file is refused: it would
+serve the training questions as the held-out ones. Each JSONL line is an object
+with `question` and `answer`, the answer being the reference solution ending in
 `#### <number>`.
+
+Three disjoint splits (`load_splits`): **train** (trained on), **dev** (taken from the
+data set's train split by a seeded draw that does not depend on the run's seed or
+size, never trained on; every tuning choice is made on it) and **test** (the data
+set's test split, reported once per configuration).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+    from alphazero_llm.config import DatasetConfig
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +132,19 @@ def read_jsonl(file: Path, split: str) -> list[dict[str, Any]]:
 
 
 def local_split_file(path: Path, split: str) -> Path:
-    """`path` itself when it is a file, else `<path>/<split>.jsonl`."""
-    return path / f"{split}.jsonl" if path.is_dir() else path
+    """`<path>/<split>.jsonl` for a directory, `path` with `{split}` filled in for a pattern.
+
+    One plain file is refused (a DataError that says why): every split would be the same questions,
+    so a "held-out" evaluation would score training questions.
+    """
+    if "{split}" in str(path):
+        return Path(str(path).replace("{split}", split))
+    if path.is_file():
+        raise DataError(
+            f"{path}: one file would serve every split, so the held-out questions would be training questions; "
+            "give a directory holding <split>.jsonl, or a pattern naming each split's file ('data/{split}.jsonl')"
+        )
+    return path / f"{split}.jsonl"
 
 
 def _hub_rows(source: Gsm8kSource, split: str) -> Iterable[dict[str, Any]]:
@@ -160,3 +180,42 @@ def load_gsm8k(
     if num_examples != -1:
         dataset = dataset.select(range(min(num_examples, len(dataset))))
     return dataset
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Three disjoint lists of rows (module docstring)."""
+
+    train: list[dict[str, Any]]
+    dev: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+
+    def named(self, split: str) -> list[dict[str, Any]]:
+        if split not in ("train", "dev", "test"):
+            raise ValueError(f"unknown split {split!r}; valid: train, dev, test")
+        return getattr(self, split)
+
+
+def load_splits(source: Gsm8kSource, config: DatasetConfig, seed: int) -> Splits:
+    """train / dev / test rows: dev is `config.num_dev_examples` rows of the train split drawn with
+    `config.split_seed`; train is the rest, shuffled with `seed` (when `config.shuffle`) and cut to
+    `config.num_train_examples` (-1: all); test is `config.eval_split`."""
+    train_split, num_dev = config.train_split, config.num_dev_examples
+    pool = list(load_gsm8k(train_split, source))
+    if not 0 <= num_dev < len(pool):
+        raise DataError(
+            f"{num_dev} dev questions leave none of the {len(pool)} rows of split {train_split!r} to train on"
+        )
+    drawn = random.Random(config.split_seed).sample(range(len(pool)), len(pool))
+    dev = [pool[i] for i in sorted(drawn[:num_dev])]
+    train = [pool[i] for i in sorted(drawn[num_dev:])]
+    if config.shuffle:
+        random.Random(seed).shuffle(train)
+    if config.num_train_examples != -1:
+        train = train[: config.num_train_examples]
+    test = list(load_gsm8k(config.eval_split, source))
+    held_out = {r["question"] for r in dev} | {r["question"] for r in test}
+    leaked = sum(1 for r in train if r["question"] in held_out)
+    if leaked:
+        raise DataError(f"{leaked} training questions are also dev or test questions in {source}")
+    return Splits(train, dev, test)

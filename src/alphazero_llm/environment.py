@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass
 
 import verifiers as vf
+from datasets import Dataset
 
 from alphazero_llm.config import Config, ModelsConfig, build, load_config, override
-from alphazero_llm.data import Gsm8kSource, load_gsm8k
+from alphazero_llm.data import Gsm8kSource, load_gsm8k, load_splits
 from alphazero_llm.models.prompts import question_messages
 from alphazero_llm.rewards import Gsm8kParser, PerplexityReward, build_rubric
 
@@ -25,6 +26,7 @@ class EnvArgs:
     student_model: str | None = None
     num_train_examples: int | None = None
     num_eval_examples: int | None = None
+    num_dev_examples: int | None = None
     dataset_path: str | None = None
     system_prompt: str | None = None
     hre_weight: float | None = None
@@ -49,9 +51,10 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
             "dataset.path": args.dataset_path,
             "dataset.num_train_examples": args.num_train_examples,
             "dataset.num_eval_examples": args.num_eval_examples,
+            "dataset.num_dev_examples": args.num_dev_examples,
             "environment.system_prompt": args.system_prompt,
-            "rewards.hre_weight": args.hre_weight,
-            "rewards.pre_weight": args.pre_weight,
+            "environment.hre_weight": args.hre_weight,
+            "environment.pre_weight": args.pre_weight,
         },
     )
     pre = shared_perplexity_reward(args.student_model, config.models) if args.use_student_model else None
@@ -61,13 +64,14 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
     def with_prompt(dataset):  # the student's one chat prompt (prompts.question_messages)
         return dataset.map(lambda row: {"prompt": question_messages(row["question"], system_prompt)})
 
-    dataset = load_gsm8k(data.train_split, source, data.num_train_examples, shuffle=data.shuffle, seed=training.seed)
+    # The training rows exclude the dev split, as train_vllm.py's do (data.load_splits).
+    splits = load_splits(source, data, training.seed)
+    dataset = Dataset.from_list(splits.train)
     # vf-eval shuffles on request (--shuffle); the test split stays in order, comparable across runs.
     eval_dataset = load_gsm8k(data.eval_split, source, data.num_eval_examples)
     parser = Gsm8kParser()
-    rubric = build_rubric(
-        hre_weight=training.rewards.hre_weight, pre_weight=training.rewards.pre_weight, pre=pre, parser=parser
-    )
+    env = training.environment
+    rubric = build_rubric(hre_weight=env.hre_weight, pre_weight=env.pre_weight, pre=pre, parser=parser)
     return vf.SingleTurnEnv(
         dataset=with_prompt(dataset),
         eval_dataset=with_prompt(eval_dataset),
@@ -81,7 +85,8 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
 @functools.cache
 def shared_perplexity_reward(student_model: str | None, models: ModelsConfig) -> PerplexityReward:
     """One student and one reference-perplexity cache per process, whatever the number of environments."""
-    from alphazero_llm.models.student import StudentModel, StudentSpec, default_student_name
+    from alphazero_llm.models.locate import default_student_name
+    from alphazero_llm.models.student import StudentModel, StudentSpec
 
     # Scoring only: the base model without a LoRA adapter, in the training dtype (see StudentSpec).
     spec = StudentSpec(name=student_model or default_student_name(models), lora=False)

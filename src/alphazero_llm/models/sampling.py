@@ -7,7 +7,8 @@ at the sampling temperature, DESIGN.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ class Sampling:
     temperature: float  # 0 = greedy
     top_p: float
     stop: tuple[str, ...] = ()  # the text is cut before the first stop string
+    stop_at_answer: bool = False  # stop at the end of the first `#### N` line (`answer_line_end`)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -38,9 +40,9 @@ class Sampling:
         return self.temperature == 0
 
     @classmethod
-    def greedy_decoding(cls, max_new_tokens: int, stop: Sequence[str] = ()) -> Sampling:
+    def greedy_decoding(cls, max_new_tokens: int, stop: Sequence[str] = (), stop_at_answer: bool = False) -> Sampling:
         """Temperature 0 (top_p 1.0): the most likely token at every step."""
-        return cls(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, stop=tuple(stop))
+        return cls(max_new_tokens, 0.0, 1.0, tuple(stop), stop_at_answer)
 
 
 class TextGeneration:
@@ -82,3 +84,28 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """`text` up to the first stop string (all of it when none occurs)."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     return text[: min(cuts)] if cuts else text
+
+
+# The first `#### N` line, through its line break: where an answer the system prompt asks for ends.
+_ANSWER_LINE = re.compile(r"####[ \t]*[$£€]?[ \t]*-?[\d,]*\.?\d[^\n]*\n")
+
+
+def answer_line_end(text: str) -> int | None:
+    """The index just past the line break that ends `text`'s first `#### N` line, or None."""
+    m = _ANSWER_LINE.search(text)
+    return None if m is None else m.end()
+
+
+def cut_after_answer(ids: Sequence[int], decode: Callable[[Sequence[int]], str]) -> list[int]:
+    """The shortest prefix of `ids` whose text holds the first `#### N` line and its line break; all of `ids`
+    when there is none (`Sampling.stop_at_answer`: what a sampler returns)."""
+    if answer_line_end(decode(ids)) is None:
+        return list(ids)
+    low, high = 1, len(ids)  # the text of a prefix only grows: bisect for the shortest one that has it
+    while low < high:
+        middle = (low + high) // 2
+        if answer_line_end(decode(ids[:middle])) is None:
+            low = middle + 1
+        else:
+            high = middle
+    return list(ids[:low])

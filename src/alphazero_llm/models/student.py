@@ -22,50 +22,29 @@ from pathlib import Path
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model, load_peft_weights, set_peft_model_state_dict
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from alphazero_llm.config import ModelsConfig
-from alphazero_llm.models.embedded import cache_root, convert_gguf, embedded_model_dir
-from alphazero_llm.models.sampling import Sampling, TextGeneration
+from alphazero_llm.models.locate import resolve_device, resolve_model_path
+from alphazero_llm.models.sampling import Sampling, TextGeneration, answer_line_end, cut_after_answer
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
 Prompt = str | Sequence[Message]
 
-EMBEDDED = "embedded"
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class FourBitOnCPUError(ValueError):
     """4-bit LoRA training on a CPU gives silently wrong gradients; refuse it."""
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but CUDA is not available")
-    return torch.device(device)
-
-
-def resolve_model_path(name: str) -> str:
-    """`embedded`, a .gguf file (converted once to a cached checkpoint), a directory or a hub id."""
-    if name == EMBEDDED:
-        return str(embedded_model_dir())
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: GGUF file not found")
-        stat = path.stat()
-        out = cache_root() / f"{path.stem}-{stat.st_size:x}-{int(stat.st_mtime):x}"
-        return str(out if (out / "config.json").is_file() else convert_gguf(path, out))
-    return str(path) if path.is_dir() else name
-
-
-def default_student_name(config: ModelsConfig, device: str = "auto") -> str:
-    """models.yaml's student on CUDA, its CPU student (the embedded SmolLM2 by default) elsewhere."""
-    return config.student.name if resolve_device(device).type == "cuda" else config.student.cpu_name
 
 
 @dataclass(frozen=True)
@@ -181,7 +160,8 @@ class StudentModel(TextGeneration):
         padding after a finished sequence and its final EOS are removed, nothing else: no decoding
         and re-encoding, so the ids are the tokens whose log-probs the loss should score. With
         `sampling.stop`, generation stops once a stop string has been generated, and its tokens
-        are kept (`generate_ids` cuts the text before it).
+        are kept (`generate_ids` cuts the text before it). With `sampling.stop_at_answer`, a sequence
+        stops at the end of its first `#### N` line and its ids end there (`cut_after_answer`).
 
         Greedy when `sampling.greedy` (then each prompt is decoded once and its answer repeated n
         times, as vLLM's n greedy samples are identical). A seed makes sampling reproducible
@@ -195,6 +175,14 @@ class StudentModel(TextGeneration):
         eos = self._eos_ids()
         pad = self.tokenizer.pad_token_id
         results: list[list[list[int]]] = []
+
+        def stopping(prompt_length: int) -> StoppingCriteriaList | None:
+            return (
+                StoppingCriteriaList([_AnswerLineStop(self.tokenizer, prompt_length)])
+                if sampling.stop_at_answer
+                else None
+            )
+
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
@@ -213,8 +201,11 @@ class StudentModel(TextGeneration):
                     pad_token_id=pad,
                     stop_strings=stop or None,
                     tokenizer=self.tokenizer if stop else None,
+                    stopping_criteria=stopping(batch["input_ids"].shape[1]),
                 )
                 rows = [_generated(row, eos, pad) for row in output[:, batch["input_ids"].shape[1] :].tolist()]
+                if sampling.stop_at_answer:
+                    rows = [cut_after_answer(row, self.tokenizer.decode) for row in rows]
                 for i in range(len(chunk)):
                     group = rows[i * per_prompt : (i + 1) * per_prompt]
                     results.append([list(ids) for _ in range(n // per_prompt) for ids in group])
@@ -380,6 +371,18 @@ def _head_logprobs(
         target = targets[start : start + chunk, None]
         out.append(logits.gather(-1, target).squeeze(-1) - logits.logsumexp(-1))
     return torch.cat(out) if out else torch.empty(0, device=hidden.device)
+
+
+class _AnswerLineStop(StoppingCriteria):
+    """Stops each sequence once its new text holds a whole `#### N` line (`Sampling.stop_at_answer`)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([answer_line_end(t) is not None for t in texts], device=input_ids.device)
 
 
 def _generated(row: list[int], eos: frozenset[int], pad: int | None) -> list[int]:

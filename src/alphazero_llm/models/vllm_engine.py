@@ -44,8 +44,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from alphazero_llm.config import ModelsConfig
-from alphazero_llm.models.sampling import Sampling, TextGeneration
-from alphazero_llm.models.student import Prompt, StudentModel, resolve_model_path
+from alphazero_llm.models.locate import resolve_model_path
+from alphazero_llm.models.sampling import Sampling, TextGeneration, cut_after_answer
+from alphazero_llm.models.student import Prompt, StudentModel
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,10 @@ class VLLMEngine(TextGeneration):
         like `StudentModel.sample_ids`. vLLM schedules its own batches.
         """
         eos = self.encoder.tokenizer.eos_token_id
-        return [[_generated_ids(c, eos) for c in out] for out in self._sample(prompt_ids, sampling, n=n, seed=seed)]
+        samples = [[_generated_ids(c, eos) for c in out] for out in self._sample(prompt_ids, sampling, n=n, seed=seed)]
+        if sampling.stop_at_answer:  # vLLM has no such stop; the ids are cut where the student's would stop
+            samples = [[cut_after_answer(ids, self.tokenizer.decode) for ids in group] for group in samples]
+        return samples
 
     def _sample(
         self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int, seed: int | None

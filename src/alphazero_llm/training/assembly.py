@@ -26,9 +26,10 @@ from pathlib import Path
 from alphazero_llm.config import Config, TeacherModelConfig
 from alphazero_llm.mcts.proposers import Proposer, TeacherProposer
 from alphazero_llm.mcts.reference_teacher import CombinedTeachers, ReferenceTeacher
+from alphazero_llm.models.locate import resolve_model_path
 from alphazero_llm.models.policy import SamplingModel, StudentPolicy
 from alphazero_llm.models.sampling import Sampling
-from alphazero_llm.models.student import StudentModel, resolve_model_path
+from alphazero_llm.models.student import StudentModel
 from alphazero_llm.models.teacher_client import MissingApiKeyError
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from alphazero_llm.config import Config, ConfigError, TeacherModelConfig, load_config
-from alphazero_llm.models.student import resolve_device
+from alphazero_llm.models.locate import resolve_device
 from alphazero_llm.models.teacher_client import parse_teacher_spec
 from alphazero_llm.training.engine import ENGINES
 from alphazero_llm.training.run import run
@@ -89,6 +89,20 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         f"(default: {config.training.dataset.num_eval_examples}; "
         f"{config.training_on_cpu.dataset.num_eval_examples} on CPU)",
     )
+    parser.add_argument(
+        "--eval-split",
+        choices=["dev", "test"],
+        default=None,
+        help="the held-out split evaluated before and after training: dev (drawn from the train split, never "
+        f"trained on) while developing, test once per configuration (default: {config.training.evaluation.split})",
+    )
+    parser.add_argument(
+        "--dev-size",
+        type=int,
+        default=None,
+        help="questions of the train split held out as dev, never trained on "
+        f"(default: {config.training.dataset.num_dev_examples})",
+    )
     parser.add_argument("--seed", type=int, default=None, help=f"(default: {config.training.seed})")
     parser.add_argument(
         "--tier",
@@ -160,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise SystemExit(f"--{flag.replace('_', '-')} must be positive")
-    for flag, low in (("eval_size", -1), ("keep_last", 0)):
+    for flag, low in (("eval_size", -1), ("keep_last", 0), ("dev_size", 0)):
         value = getattr(args, flag)
         if value is not None and value < low:
             raise SystemExit(f"--{flag.replace('_', '-')} must be >= {low}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -25,13 +26,16 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from alphazero_llm.config import Config
-from alphazero_llm.data import Gsm8kSource, Problem, load_gsm8k
+from alphazero_llm.data import Gsm8kSource, Problem, load_splits
 from alphazero_llm.models.student import StudentModel, StudentSpec
+from alphazero_llm.rewards import PerplexityReward
 from alphazero_llm.training.assembly import mcts_source
 from alphazero_llm.training.checkpoint import find_latest
 from alphazero_llm.training.engine import VLLM_ADAPTER_DIR, VLLMAdapterSync, start_engine
-from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy
+from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, write_answers
 from alphazero_llm.training.loop import Trainer
 from alphazero_llm.training.metrics import MetricsLog, make_reporter, summary_table, write_plots
 from alphazero_llm.training.settings import RunSettings
@@ -42,11 +46,28 @@ EVAL_BEFORE_FILE = "eval_before.json"
 EVAL_FILE = "eval.json"
 
 
-def evaluate(student: StudentModel, rows: Sequence[Mapping[str, Any]], config: Config, when: str) -> EvalResult:
+def evaluate(
+    student: StudentModel, rows: Sequence[Mapping[str, Any]], config: Config, out: Path, when: str
+) -> EvalResult:
+    """The greedy evaluation (`training.evaluation`) of `rows`, its answers written to `answers_<when>.jsonl`.
+
+    The environment's reward uses the rubric's PRE: the base student's (adapter disabled), as vf-eval's
+    `use_student_model` scores it.
+    """
+    training = config.training
+    env, split = training.environment, training.evaluation.split
+    reward = PerplexityReward(student)
+
+    def base_pre(chats: Sequence[Any], texts: Sequence[str], solutions: Sequence[str]) -> list[float]:
+        with torch.no_grad(), student.reference():
+            return reward.score(chats, texts, solutions)
+
     result = evaluate_greedy(
-        student, rows, config.training.environment.system_prompt, config.models.generation.max_new_tokens
-    )
-    logger.info("greedy accuracy %s training on %d test questions: %s", when, len(rows), result)
+        student, rows, env.system_prompt, training.evaluation.max_new_tokens,
+        pre=base_pre, rubric_weights=(env.hre_weight, env.pre_weight), desc=f"evaluating ({split}, {when})",
+    )  # fmt: skip
+    write_answers(out / f"answers_{when}.jsonl", rows, result)
+    logger.info("greedy evaluation %s training, %d %s questions: %s", when, len(rows), split, result)
     return result
 
 
@@ -57,9 +78,10 @@ def run(settings: RunSettings) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ds, seed = training.dataset, training.seed
     source = Gsm8kSource.resolve(ds.path, ds.name, ds.config)
-    train_rows = load_gsm8k(ds.train_split, source, ds.num_train_examples, ds.shuffle, seed)
-    problems = [Problem.from_row(row) for row in train_rows]
-    eval_rows = list(load_gsm8k(ds.eval_split, source, ds.num_eval_examples)) if ds.num_eval_examples else []
+    splits = load_splits(source, ds, seed)
+    problems = [Problem.from_row(row) for row in splits.train]
+    held_out = splits.named(training.evaluation.split)
+    eval_rows = held_out if ds.num_eval_examples == -1 else held_out[: ds.num_eval_examples]
     if not problems:
         raise ValueError(f"no training rows in {source}")
     if not settings.resume and find_latest(out) is not None:
@@ -90,10 +112,16 @@ def run(settings: RunSettings) -> int:
         stack.callback(lambda: trainer.metrics.close())
         before = _before(trainer, student, eval_rows, config, out)
         trainer.run()
-        after = evaluate(student, eval_rows, config, "after") if eval_rows else None
-        (out / EVAL_FILE).write_text(
-            json.dumps({"before": _record(before), "after": _record(after)}, indent=2), encoding="utf-8"
-        )
+        after = evaluate(student, eval_rows, config, out, "after") if eval_rows else None
+        report = {
+            "split": training.evaluation.split,
+            "questions": [row["info"]["id"] for row in eval_rows],
+            "max_new_tokens": training.evaluation.max_new_tokens,
+            "adapter": _final_adapter(out),  # the adapter "after" evaluated, kept with its digest
+            "before": _record(before),
+            "after": _record(after),
+        }
+        (out / EVAL_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
         plots = write_plots(trainer.metrics.records, out / "plots")
         extra = {"eval before": before or "-", "eval after": after or "-"}
         logger.info("summary:\n%s", summary_table(trainer.metrics.records, extra))
@@ -112,9 +140,18 @@ def _before(
         return None
     if not rows:
         return None
-    result = evaluate(student, rows, config, "before")
+    result = evaluate(student, rows, config, out, "before")
     path.write_text(json.dumps(result.to_record(), indent=2), encoding="utf-8")
     return result
+
+
+def _final_adapter(out: Path) -> dict[str, str] | None:
+    """The newest checkpoint's adapter (the policy evaluated "after") and its SHA-256, or None."""
+    latest = find_latest(out)
+    if latest is None:
+        return None
+    weights = latest / "adapter" / "adapter_model.safetensors"
+    return {"path": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
 
 
 def _record(result: EvalResult | None) -> dict[str, Any] | None:

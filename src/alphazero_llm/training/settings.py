@@ -112,6 +112,8 @@ def settle(
             "seed": args.seed,
             "dataset.path": args.dataset_path,
             "dataset.num_eval_examples": args.eval_size,
+            "dataset.num_dev_examples": args.dev_size,
+            "evaluation.split": args.eval_split,
             "run.num_examples": args.num_examples,
             "run.checkpoint_dir": None if args.checkpoint_dir is None else str(args.checkpoint_dir),
             "run.save_every": args.save_every,
