@@ -45,6 +45,7 @@ from typing import TypeVar
 import torch
 
 from alphazero_llm.config import ModelsConfig, load_config
+from alphazero_llm.models.prompts import question_messages
 from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.models.student import Prompt, StudentModel, StudentSpec
 
@@ -209,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
     perturb_lora(student, args.lora_noise, seed=1)
 
     system = config.training.environment.system_prompt
-    prompts: list[Prompt] = [
-        [{"role": "system", "content": system}, {"role": "user", "content": q}] for q in QUESTIONS[: args.prompts]
-    ]
+    prompts: list[Prompt] = [question_messages(q, system) for q in QUESTIONS[: args.prompts]]
     generation = config.models.generation  # models.yaml: T=0.7, top_p=0.95
     sampling = Sampling(args.max_new_tokens, temperature=generation.temperature, top_p=generation.top_p)
     timings: list[Timing] = []

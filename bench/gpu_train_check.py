@@ -252,7 +252,7 @@ class EngineTeacher:
     def __init__(self, engine: Any, tokenizer: Any, max_new_tokens: int, temperature: float, seed: int) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
-        self.sampling = Sampling(max_new_tokens, temperature, top_p=0.95)
+        self.sampling = Sampling(max_new_tokens, temperature, top_p=1.0)  # as the teacher client asks: no top_p
         self._seed = seed
         self._tokens = 0
         self.calls = 0

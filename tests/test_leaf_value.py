@@ -23,8 +23,8 @@ class ScriptedRollout:
     def __init__(self, finishes: dict[str, str]) -> None:
         self.finishes = finishes
 
-    async def finish(self, problem: Problem, partial: Partial) -> str:
-        return self.finishes[partial.text]
+    async def finish(self, problem: Problem, partials: list[Partial]) -> list[str]:
+        return [self.finishes[p.text] for p in partials]
 
 
 def path(*steps: tuple[str, str, float]) -> Node:

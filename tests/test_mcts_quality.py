@@ -58,7 +58,10 @@ class Oracle:
 class OracleRollout:
     """Finishes a path with the oracle's right steps: the gold answer from the gold path, a wrong one off it."""
 
-    async def finish(self, problem: Problem, partial: Partial) -> str:
+    async def finish(self, problem: Problem, partials: list[Partial]) -> list[str]:
+        return [await self._finish(problem, partial) for partial in partials]
+
+    async def _finish(self, problem: Problem, partial: Partial) -> str:
         oracle, text = Oracle(problem.solution), partial.text
         while steps := await oracle.propose(problem, Partial(text), "right", 1):
             text += f"{steps[0].text}\n"

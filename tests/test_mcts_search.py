@@ -101,9 +101,9 @@ class Counting(Evaluator):
 
     evaluated: list[int] = dataclasses.field(default_factory=list)
 
-    async def evaluate(self, problem, leaf):
-        self.evaluated.append(leaf.id)
-        return await super().evaluate(problem, leaf)
+    async def evaluate_many(self, problem, leaves):  # `evaluate` goes through it too
+        self.evaluated.extend(leaf.id for leaf in leaves)
+        return await super().evaluate_many(problem, leaves)
 
 
 def run(proposers, config, seed=0, evaluator=None):
@@ -169,8 +169,8 @@ def test_visited_and_never_visited_leaves_are_valued_by_the_evaluator():
 
     # Non-terminal leaves with a rollout: visited or not, each is rolled out and graded by the same method.
     class Finish:
-        async def finish(self, problem, partial):
-            return "#### 7" if partial.text.startswith("right") else "#### 9"
+        async def finish(self, problem, partials):
+            return ["#### 7" if p.text.startswith("right") else "#### 9" for p in partials]
 
     counting = Counting(RULES, ConstantStepScorer(0.0), HRE_ONLY, rollout=Finish())
     result = run(proposers(Scripted("t", chain)), cfg(num_iterations=6, num_right=2), evaluator=counting)
@@ -409,8 +409,8 @@ def test_puct_priors_are_softmaxed_student_logprobs():
 
 def test_rollout_scores_non_terminal_leaves_with_hre():
     class Finish:
-        async def finish(self, problem, partial):
-            return "#### 7" if partial.text.startswith("right") else "#### 9"
+        async def finish(self, problem, partials):
+            return ["#### 7" if p.text.startswith("right") else "#### 9" for p in partials]
 
     result = run(
         proposers(Scripted("t", chain)), cfg(num_iterations=10, rollout=True), evaluator=evaluator(rollout=Finish())

@@ -15,7 +15,7 @@ from alphazero_llm.models.policy import StudentPolicy, first_line_ids
 from alphazero_llm.models.prompts import question_messages
 from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.models.student import StudentModel, StudentSpec
-from alphazero_llm.testing.fake_vllm import FakeTokenizer, fake_token_ids
+from alphazero_llm.testing.fake_vllm import FakeEncoder, FakeTokenizer, fake_token_ids
 
 SYSTEM = "Solve step by step. Format your final answer as: #### [number]"
 PROBLEM = Problem("Tom has 3 apples and buys 4 more. How many apples does he have?", "7", "3 + 4 = 7\n#### 7", "t0")
@@ -44,7 +44,7 @@ def test_steps_and_rollouts_continue_the_students_own_answer(smollm_dir: Path):
     (step,) = asyncio.run(policy.propose(PROBLEM, Partial(""), "student", 1))
     assert step.token_ids == tuple(answer[: len(step.token_ids)]) and step.text.endswith("\n")
     assert step.text.strip() == next(line.strip() for line in student.tokenizer.decode(answer).splitlines() if line)
-    assert asyncio.run(policy.finish(PROBLEM, Partial(""))) == student.tokenizer.decode(
+    assert asyncio.run(policy.finish(PROBLEM, [Partial("")]))[0] == student.tokenizer.decode(
         answer, skip_special_tokens=True
     )
 
@@ -54,3 +54,27 @@ def test_steps_and_rollouts_continue_the_students_own_answer(smollm_dir: Path):
     (continuation,) = student.sample_ids([prompt + list(partial.token_ids)], greedy)[0]
     assert after.token_ids == tuple(continuation[: len(after.token_ids)])
     assert policy.tokens_used() == len(answer) * 2 + len(continuation)  # every sampled token is counted
+
+
+class RecordingSampler(FakeEncoder):
+    """Samples "#### 7" for every prompt and records each `sample_ids` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[list[list[int]], Sampling]] = []
+
+    def sample_ids(self, prompt_ids, sampling, *, n=1, seed=None):
+        self.calls.append(([list(p) for p in prompt_ids], sampling))
+        return [[fake_token_ids("#### 7")] * n for _ in prompt_ids]
+
+
+def test_rollouts_of_many_leaves_are_one_batch():
+    model = RecordingSampler()
+    rollout = Sampling(64, 0.7, 0.95, stop_at_answer=True)
+    policy = StudentPolicy(model, step=Sampling(8, 0.7, 0.95), rollout=rollout, system_prompt=SYSTEM, seed=0)
+    partials = [Partial("a\n", tuple(fake_token_ids("a\n"))), Partial("b\n", tuple(fake_token_ids("b\n")))]
+    assert asyncio.run(policy.finish(PROBLEM, partials)) == ["#### 7", "#### 7"]
+    ((contexts, sampling),) = model.calls  # one call for both
+    prompt = list(policy.prompt_ids(PROBLEM))
+    assert contexts == [prompt + list(p.token_ids) for p in partials] and sampling == rollout
+    assert policy.tokens_used() == 2 * len("#### 7")

@@ -113,7 +113,11 @@ def test_combined_teachers_concatenate_and_survive_one_failure(caplog: pytest.Lo
 class ReferenceRollout:
     """Finishes a path with the reference's remaining lines (nothing on a path it abstains on)."""
 
-    async def finish(self, problem: Problem, partial: Partial) -> str:
+    async def finish(self, problem: Problem, partials: list[Partial]) -> list[str]:
+        return [self._finish(problem, partial) for partial in partials]
+
+    @staticmethod
+    def _finish(problem: Problem, partial: Partial) -> str:
         teacher, text = ReferenceTeacher(), partial.text
         while (line := teacher.next_line(problem, text)) is not None:
             text += f"{line}\n"

@@ -15,7 +15,8 @@ For a leaf at depth d whose path from the root holds the steps s_1..s_d:
 - H (HRE, `rewards.hre_score`): on a terminal leaf (the solution states its final answer),
   hre_score(solution, gold), 0 or 1. On a non-terminal leaf it is 0 (ungraded, `hre` None), unless
   the evaluator has a `Rollout`: then the student finishes the solution and
-  H = hre_score(solution + continuation, gold).
+  H = hre_score(solution + continuation, gold). The leaves valued together at the end of a search
+  are rolled out in one batch (`evaluate_many`).
 - P (PRE along the path): each step's PRE p_i in [-1, 1] is scored once, when its node is
   created, given the question and the earlier steps. The path's PRE is their discounted mean from
   the root, P = sum_i g^(i-1) p_i / sum_i g^(i-1) with g = pre_discount, so that P stays in
@@ -62,9 +63,9 @@ class TerminalCheck(Protocol):
 
 
 class Rollout(Protocol):
-    """Finishes a partial solution; returns only the continuation's text."""
+    """Finishes partial solutions, all in one call (a batch for the model); returns only the continuations."""
 
-    async def finish(self, problem: Problem, partial: Partial) -> str: ...
+    async def finish(self, problem: Problem, partials: Sequence[Partial]) -> list[str]: ...
 
 
 class ConstantStepScorer:
@@ -116,13 +117,19 @@ class Evaluator:
 
     async def evaluate(self, problem: Problem, leaf: Node) -> LeafEvaluation:
         """The leaf's value and what it was made of (module docstring)."""
+        (evaluation,) = await self.evaluate_many(problem, [leaf])
+        return evaluation
+
+    async def evaluate_many(self, problem: Problem, leaves: Sequence[Node]) -> list[LeafEvaluation]:
+        """`evaluate` of each leaf, the rollouts of the unfinished ones asked for in one call."""
+        unfinished = [leaf for leaf in leaves if not leaf.terminal and self.rollout is not None and leaf.depth > 0]
+        finishes = await self.rollout.finish(problem, [leaf.partial for leaf in unfinished]) if unfinished else []
+        rollouts = {leaf.id: text for leaf, text in zip(unfinished, finishes, strict=True)}
+        return [self._evaluation(problem, leaf, rollouts.get(leaf.id)) for leaf in leaves]
+
+    def _evaluation(self, problem: Problem, leaf: Node, rollout: str | None) -> LeafEvaluation:
         path = leaf.path()[1:]
-        graded, rollout = None, None
-        if leaf.terminal:
-            graded = leaf.state
-        elif self.rollout is not None and leaf.depth > 0:
-            rollout = await self.rollout.finish(problem, leaf.partial)
-            graded = leaf.state + rollout
+        graded = leaf.state if leaf.terminal else None if rollout is None else leaf.state + rollout
         hre = None if graded is None else hre_score(graded, problem.gold)
         formatted = leaf.terminal and worked_answer(leaf.state)
         pres, directions = [n.pre for n in path], [n.direction for n in path]

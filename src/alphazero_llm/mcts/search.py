@@ -299,8 +299,10 @@ class _Search:
     async def result(self, started: float) -> SearchResult:
         nodes = list(self.root.iter_subtree())
         leaves = [n for n in nodes if n.is_leaf and (n.depth > 0 or len(nodes) == 1)]
-        for leaf in leaves:  # never-visited leaves are valued by the same evaluator as visited ones
-            await self._value(leaf)
+        # Never-visited leaves are valued by the same evaluator as visited ones, in one batch.
+        pending = [leaf for leaf in leaves if leaf.evaluation is None]
+        for leaf, evaluation in zip(pending, await self.evaluator.evaluate_many(self.problem, pending), strict=True):
+            leaf.evaluation = evaluation
         chosen = best_path(self.root)
         best = chosen[-1].evaluation or await self.evaluator.evaluate(self.problem, chosen[-1])
         expanded = [n for n in nodes if n.children]

@@ -140,10 +140,13 @@ class StudentPolicy:
                 steps.append(ProposedStep(text, self.name, (self.name,), source="student", token_ids=ids))
         return steps
 
-    async def finish(self, problem: Problem, partial: Partial) -> str:
-        """The student's continuation of `partial` to the end of its answer (or the rollout budget)."""
-        (sampled,) = await self._sample(problem, partial, self.rollout_sampling, 1)
-        return self.decode(sampled)
+    async def finish(self, problem: Problem, partials: Sequence[Partial]) -> list[str]:
+        """The student's continuation of each partial solution to the end of its answer (or the rollout
+        budget), sampled in one batch."""
+        contexts = [[*self.prompt_ids(problem), *p.token_ids] for p in partials]
+        samples = await self._run(self.model.sample_ids, contexts, self.rollout_sampling, n=1, seed=self._next_seed())
+        self._tokens += sum(len(ids) for (ids,) in samples)
+        return [self.decode(ids) for (ids,) in samples]
 
     async def logprobs(self, problem: Problem, partial: Partial, steps: Sequence[Sequence[int]]) -> list[float]:
         """Each step's mean token log-prob after the prompt and `partial` (-inf for an empty step)."""

@@ -53,7 +53,8 @@ def student_policy(model: SamplingModel, config: Config, seed: int) -> StudentPo
     return StudentPolicy(
         model,
         step=Sampling(mcts.tokens_per_expansion, generation.temperature, generation.top_p),
-        rollout=Sampling(mcts.rollout_tokens, generation.temperature, generation.top_p),
+        # A rollout is done once it states its answer (the end of its `#### N` line).
+        rollout=Sampling(mcts.rollout_tokens, generation.temperature, generation.top_p, stop_at_answer=True),
         system_prompt=config.training.environment.system_prompt,
         seed=seed,
     )
