@@ -31,20 +31,12 @@ from typing import Any, Protocol
 from alphazero_llm.data import Problem
 from alphazero_llm.mcts.proposers import Partial, ProposedStep
 from alphazero_llm.models.prompts import question_messages
-from alphazero_llm.models.sampling import Sampling
+from alphazero_llm.models.sampling import Sampler, Sampling
 from alphazero_llm.rewards import PerplexityReward
 
 
-class SamplingModel(Protocol):
+class SamplingModel(Sampler, Protocol):
     """`StudentModel`, or `VLLMSampledStudent` (vLLM samples, the student scores)."""
-
-    tokenizer: Any
-
-    def prompt_ids(self, prompt: Any) -> list[int]: ...
-
-    def sample_ids(
-        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int = 1, seed: int | None = None
-    ) -> list[list[list[int]]]: ...
 
     def token_logprobs(
         self, prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], *, temperature: float = 1.0

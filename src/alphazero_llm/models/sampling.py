@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,18 @@ class Sampling:
     def greedy_decoding(cls, max_new_tokens: int, stop: Sequence[str] = (), stop_at_answer: bool = False) -> Sampling:
         """Temperature 0 (top_p 1.0): the most likely token at every step."""
         return cls(max_new_tokens, 0.0, 1.0, tuple(stop), stop_at_answer)
+
+
+class Sampler(Protocol):
+    """What samples token ids: `StudentModel`, `VLLMEngine`, `VLLMSampledStudent` (and the tests' fakes)."""
+
+    tokenizer: Any
+
+    def prompt_ids(self, prompt: Any) -> list[int]: ...
+
+    def sample_ids(
+        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int = 1, seed: int | None = None
+    ) -> list[list[list[int]]]: ...
 
 
 class TextGeneration:

@@ -147,12 +147,7 @@ class StudentModel(TextGeneration):
 
     @torch.no_grad()
     def sample_ids(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        sampling: Sampling,
-        *,
-        n: int = 1,
-        seed: int | None = None,
+        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int = 1, seed: int | None = None
     ) -> list[list[list[int]]]:
         """`n` completions per prompt given as token ids: the new token ids exactly as sampled.
 

@@ -196,12 +196,7 @@ class VLLMEngine(TextGeneration):
     # --- generation ----------------------------------------------------------------------------
 
     def sample_ids(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        sampling: Sampling,
-        *,
-        n: int = 1,
-        seed: int | None = None,
+        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int = 1, seed: int | None = None
     ) -> list[list[list[int]]]:
         """`n` completions per prompt as the new token ids vLLM sampled, a final EOS removed.
 
@@ -260,11 +255,7 @@ class VLLMEngine(TextGeneration):
         return self.token_logprobs(prompt_ids, completion_ids, temperature=temperature)
 
     def token_logprobs(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        completion_ids: Sequence[Sequence[int]],
-        *,
-        temperature: float = 1.0,
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *, temperature: float = 1.0
     ) -> list[torch.Tensor]:
         """`completion_logprobs` on token ids: vLLM's prompt log-probs of prompt+completion, completion part.
 
@@ -337,11 +328,7 @@ class VLLMSampledStudent(TextGeneration):
         return self.student if self.logprobs == "student" else self.engine
 
     def token_logprobs(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        completion_ids: Sequence[Sequence[int]],
-        *,
-        temperature: float = 1.0,
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *, temperature: float = 1.0
     ) -> list[torch.Tensor]:
         """The chosen scorer's `token_logprobs` (the engine's accept only temperature 1)."""
         return self._scorer().token_logprobs(prompt_ids, completion_ids, temperature=temperature)

@@ -20,29 +20,17 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from alphazero_llm.answers import extract_strict
 from alphazero_llm.models.prompts import question_messages
-from alphazero_llm.models.sampling import Sampling
+from alphazero_llm.models.sampling import Sampler, Sampling
 from alphazero_llm.rewards import hre_score
 from alphazero_llm.worked import worked_answer
 
 logger = logging.getLogger(__name__)
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-class Generator(Protocol):
-    """What the evaluation needs of a student: its templating and its token-id sampler."""
-
-    tokenizer: Any
-
-    def prompt_ids(self, prompt: Any) -> list[int]: ...
-
-    def sample_ids(
-        self, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, n: int = 1, seed: int | None = None
-    ) -> list[list[list[int]]]: ...
 
 
 # PRE of answers: (chat prompts, answer texts, reference solutions) -> one PRE each (`PerplexityReward.score`).
@@ -217,7 +205,7 @@ def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> tuple[int, i
 
 
 def evaluate_greedy(
-    student: Generator,
+    student: Sampler,
     rows: Sequence[Mapping[str, Any]],
     system_prompt: str,
     max_new_tokens: int,
