@@ -22,7 +22,7 @@ from alphazero_llm.config import (
 )
 from alphazero_llm.models.accounting import Accounting
 from alphazero_llm.models.bandit import TeacherBandit
-from alphazero_llm.models.prompts import cut_step, first_line, normalise_step, parse_yes_no, proposal_messages
+from alphazero_llm.models.prompts import cut_step, normalise_step, parse_yes_no, proposal_messages
 from alphazero_llm.models.teacher_client import (
     LOOPBACK_PLACEHOLDER_KEY,
     MissingApiKeyError,
@@ -109,12 +109,6 @@ def test_parse_retry_after_forms():
 )
 def test_cut_step(raw, step):
     assert cut_step(raw) == step
-
-
-def test_first_line_keeps_the_students_own_text():
-    assert first_line("\n  Step 2: 3 + 4 = 7\nmore") == "Step 2: 3 + 4 = 7"  # not cleaned: it is the policy's sample
-    assert first_line("1. Tom has 3.") == "1. Tom has 3."
-    assert first_line("") is None and first_line(None) is None and first_line(" \n---\n7") is None
 
 
 def test_normalise_and_yes_no_and_prompts():

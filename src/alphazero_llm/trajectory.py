@@ -56,9 +56,6 @@ class Trajectory:
     def completion_ids(self) -> tuple[int, ...]:
         return tuple(t for s in self.steps for t in s.token_ids)
 
-    def tokens_from(self, source: StepSource) -> int:
-        return sum(len(s.token_ids) for s in self.steps if s.source == source)
-
 
 @dataclass(frozen=True)
 class Group:

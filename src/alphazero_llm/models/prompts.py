@@ -99,16 +99,6 @@ def cut_step(text: str | None) -> str | None:
     return None
 
 
-def first_line(text: str | None) -> str | None:
-    """The first non-empty line of a model's own continuation, verbatim but for surrounding whitespace.
-
-    Unlike `cut_step`, nothing is cleaned away: the student's step must stay the text its policy
-    sampled. None when the continuation is empty or the line has no letter or digit.
-    """
-    line = next((line.strip() for line in (text or "").splitlines() if line.strip()), None)
-    return line if line and _WORD_CHAR.search(line) else None
-
-
 def normalise_step(text: str) -> str:
     """The key two steps are merged under: whitespace collapsed (case and wording kept)."""
     return " ".join(text.split())
