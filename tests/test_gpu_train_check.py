@@ -101,7 +101,7 @@ def test_engine_teacher_asks_the_teachers_prompt_and_cuts_one_step(check: Module
     assert all(s.source == "teacher" and s.token_ids is None for s in steps)  # text: the search tokenises it
     ((prompts, sampling, kwargs),) = engine.calls
     assert prompts == [proposal_messages("Q?", "so far", "wrong")]
-    assert sampling == Sampling(max_new_tokens=20, temperature=0.8, top_p=0.95)
+    assert sampling == Sampling(max_new_tokens=20, temperature=0.8, top_p=1.0)  # as the teacher client: no top_p
     assert kwargs == {"n": 3, "seed": 11}
     assert teacher.tokens_used() == sum(len(t) for t in engine.texts)
     asyncio.run(teacher.propose(problem, Partial(""), "right", 1))
