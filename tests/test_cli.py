@@ -18,7 +18,7 @@ def test_flags_with_a_config_key_default_to_not_given():
     """None: "not given", so that `settle` alone lays flags over the config (tested below)."""
     args = build_parser(CONFIG).parse_args([])
     for flag in ("num_examples", "save_every", "eval_size", "log_interval", "checkpoint_dir", "seed", "tier",
-                 "report_to", "keep_last", "dataset_path", "student"):  # fmt: skip
+                 "report_to", "keep_last", "dataset_path", "student", "rollout", "eval_split", "dev_size"):  # fmt: skip
         assert getattr(args, flag) is None, flag
     assert not args.local_teacher and args.teacher == []
     s = settle(args, CONFIG, "cuda", env={})
@@ -35,6 +35,7 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]):
         "--num-examples", "--checkpoint-dir", "--save-every", "--log-interval", "--use-grpo", "--use-legacy",
         "--config", "--resume", "--eval-size", "--seed", "--tier", "--student", "--device", "--report-to",
         "--teacher", "--local-teacher", "--reference-teacher", "--dataset-path", "--engine", "--keep-last",
+        "--rollout", "--no-rollout", "--eval-split", "--dev-size",
     ):  # fmt: skip
         assert flag in text
 
@@ -81,14 +82,14 @@ def test_explicit_flags_win_over_cpu_defaults(tmp_path):
     s = settings_for(
         ["--num-examples", "7", "--save-every", "3", "--eval-size", "0", "--checkpoint-dir", str(tmp_path),
          "--use-legacy", "--seed", "5", "--student", "some/model", "--dataset-path", "data", "--resume",
-         "--log-interval", "2", "--report-to", "tensorboard", "--keep-last", "0"]
+         "--log-interval", "2", "--report-to", "tensorboard", "--keep-last", "0", "--no-rollout"]
     )  # fmt: skip
     run = s.training.run
     assert (run.num_examples, run.save_every, s.training.dataset.num_eval_examples) == (7, 3, 0)
     assert (s.checkpoint_dir, run.loss, s.training.seed, run.log_interval) == (tmp_path, "legacy", 5, 2)
     assert (s.student, s.training.dataset.path, s.resume, run.report_to) == ("some/model", "data", True, "tensorboard")
-    assert run.keep_last == 0
-    assert s.training.mcts == CONFIG.training_on_cpu.mcts  # what no flag names stays the (CPU) config's
+    assert run.keep_last == 0 and not s.training.mcts.rollout
+    assert s.training.mcts == dataclasses.replace(CONFIG.training_on_cpu.mcts, rollout=False)  # the rest: the config's
     assert settings_for(["--use-grpo"]).training.run.loss == "grpo"
     assert settings_for([]).training.run.loss == CONFIG.training.run.loss
 

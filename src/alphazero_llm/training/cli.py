@@ -103,6 +103,13 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         help="questions of the train split held out as dev, never trained on "
         f"(default: {config.training.dataset.num_dev_examples})",
     )
+    parser.add_argument(
+        "--rollout",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="value each unfinished leaf by the student's rollout to its answer (about 4.7x the search time on a "
+        f"CPU, bench/bench_rollout.py) (default: {'on' if config.training.mcts.rollout else 'off'})",
+    )
     parser.add_argument("--seed", type=int, default=None, help=f"(default: {config.training.seed})")
     parser.add_argument(
         "--tier",

@@ -114,6 +114,7 @@ def settle(
             "dataset.num_eval_examples": args.eval_size,
             "dataset.num_dev_examples": args.dev_size,
             "evaluation.split": args.eval_split,
+            "mcts.rollout": args.rollout,
             "run.num_examples": args.num_examples,
             "run.checkpoint_dir": None if args.checkpoint_dir is None else str(args.checkpoint_dir),
             "run.save_every": args.save_every,
