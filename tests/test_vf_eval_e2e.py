@@ -81,7 +81,7 @@ def test_vf_eval_with_the_student_scores_pre(smollm_server: LocalServer, smollm_
     by_example: dict[int, list[dict]] = {}
     for row in rows:
         by_example.setdefault(row["example_id"], []).append(row)
-    rewards = config.training.rewards
+    rewards = config.training.environment  # the rubric's weights
     for group in by_example.values():
         expected = pre.score(
             [row["prompt"] for row in group],
