@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from alphazero_llm.config import load_config, override
 from alphazero_llm.data import Gsm8kSource, load_splits
 from alphazero_llm.models.student import StudentModel, StudentSpec
+from alphazero_llm.training.checkpoint import sha256_file
 from alphazero_llm.training.run import evaluate
 
 logger = logging.getLogger("evaluate_student")
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     digest = None
     if args.adapter is not None:
         student.load_adapter(args.adapter)
-        digest = hashlib.sha256((args.adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+        digest = sha256_file(args.adapter / "adapter_model.safetensors")
     args.out.mkdir(parents=True, exist_ok=True)
     result = evaluate(student, rows, config, args.out, "eval")  # writes <out>/answers_eval.jsonl
     report = {

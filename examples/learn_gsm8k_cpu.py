@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -50,7 +49,7 @@ from typing import Any
 from alphazero_llm.config import Config, load_config, override
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
 from alphazero_llm.models.student import StudentModel, StudentSpec
-from alphazero_llm.training.checkpoint import list_checkpoints
+from alphazero_llm.training.checkpoint import list_checkpoints, sha256_file
 from alphazero_llm.training.cli import build_parser
 from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, mcnemar_exact
 from alphazero_llm.training.run import EVAL_FILE, run
@@ -158,7 +157,7 @@ def train(args: argparse.Namespace, config: Config) -> None:
 
 def adapter_digest(checkpoint: Path) -> str:
     """SHA-256 of a checkpoint's adapter weights: which policy an evaluation scored."""
-    return hashlib.sha256((checkpoint / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
+    return sha256_file(checkpoint / "adapter" / "adapter_model.safetensors")
 
 
 def earlier_evaluations(args: argparse.Namespace, digests: Mapping[int, str]) -> dict[int, EvalResult]:

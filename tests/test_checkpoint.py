@@ -215,7 +215,7 @@ def test_unpicklable_trainer_state_is_refused(tmp_path):
     path = save_checkpoint(tmp_path, make_state(3, optimizer, scheduler, rng), FakeAdapter(1.0))
     torch.save({"optimizer": {}, "evil": Path("/")}, path / "trainer_state.pt")
     meta = json.loads((path / "meta.json").read_text())
-    meta["files"]["trainer_state.pt"] = ckpt._sha256(path / "trainer_state.pt")
+    meta["files"]["trainer_state.pt"] = ckpt.sha256_file(path / "trainer_state.pt")
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"trainer_state\.pt: cannot be loaded with weights_only=True"):
         load_checkpoint(path)

@@ -160,7 +160,7 @@ def save_checkpoint(
         _write_json(tmp / "sampler.json", {**vars(state.sampler), "order": list(state.sampler.order)})
         _write_json(tmp / "teacher_bandit.json", state.teacher_bandit)
         _write_text(tmp / "metrics.jsonl", "".join(_json_text(m, "metrics.jsonl") + "\n" for m in state.metrics))
-        files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         _fsync_tree(tmp)
         # meta.json last: its presence is what makes a directory a checkpoint.
         _write_json(tmp / "meta.json", {"format_version": FORMAT_VERSION, "step": state.step, "files": files})
@@ -258,7 +258,7 @@ def load_checkpoint(directory: Path, student: AdapterLoader | Callable[[Path], N
         path = directory / relative
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (checkpoint incomplete)")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise CheckpointError(f"{path}: contents do not match the sha256 in {meta_path} (corrupt)")
     trainer_path = directory / "trainer_state.pt"
     try:
@@ -353,7 +353,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks: how a checkpoint, and every report of an evaluated adapter, names it."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,7 @@ from alphazero_llm.data import Gsm8kSource, Problem, load_splits
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.rewards import PerplexityReward
 from alphazero_llm.training.assembly import mcts_source
-from alphazero_llm.training.checkpoint import find_latest
+from alphazero_llm.training.checkpoint import find_latest, sha256_file
 from alphazero_llm.training.engine import VLLM_ADAPTER_DIR, VLLMAdapterSync, start_engine
 from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, write_answers
 from alphazero_llm.training.loop import Trainer
@@ -151,7 +150,7 @@ def _final_adapter(out: Path) -> dict[str, str] | None:
     if latest is None:
         return None
     weights = latest / "adapter" / "adapter_model.safetensors"
-    return {"path": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    return {"path": str(weights), "sha256": sha256_file(weights)}
 
 
 def _record(result: EvalResult | None) -> dict[str, Any] | None:
