@@ -22,17 +22,9 @@ from alphazero_llm.config import (
 )
 from alphazero_llm.models.accounting import Accounting
 from alphazero_llm.models.bandit import TeacherBandit
+from alphazero_llm.models.keys import LOOPBACK_PLACEHOLDER_KEY, MissingApiKeyError, parse_teacher_spec, resolve_api_key
 from alphazero_llm.models.prompts import cut_step, normalise_step, parse_yes_no, proposal_messages
-from alphazero_llm.models.teacher_client import (
-    LOOPBACK_PLACEHOLDER_KEY,
-    MissingApiKeyError,
-    NoTeacherAvailable,
-    ProposalFailed,
-    backoff_delay,
-    parse_retry_after,
-    parse_teacher_spec,
-    resolve_api_key,
-)
+from alphazero_llm.models.teacher_client import NoTeacherAvailable, ProposalFailed, backoff_delay, parse_retry_after
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.testing.fake_openai import FakeOpenAIServer, Reply
 from alphazero_llm.testing.fault_proxy import FaultProxy, FaultSchedule
@@ -185,6 +177,22 @@ def test_parse_teacher_spec():
         parse_teacher_spec("name=x,base_url=http://127.0.0.1/v1,model=m,api_key_env=K,price_input_per_mtok=free")
     with pytest.raises(ConfigError, match="unknown key"):
         parse_teacher_spec("name=x,base_url=http://127.0.0.1/v1,model=m,api_key_env=K,colour=red")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        f"name=x,base_url=http://127.0.0.1/v1,model=m,api_key_env=K,{SECRET}",  # a bare part: not key=value
+        f"name=x,base_url=http://127.0.0.1/v1,model=m,API-KEY={SECRET}",
+        f"name=x,base_url=http://127.0.0.1/v1,model=m,api_key_env=K,apikey={SECRET}",  # an unknown key
+        f"name=x,base_url={SECRET},model=m,api_key_env=K",  # an invalid URL, echoed by the validation
+        f"name=x,base_url=http://127.0.0.1/v1,model=m,api_key_env=K,price_input_per_mtok={SECRET}",
+    ],
+)
+def test_a_malformed_teacher_spec_never_echoes_a_typed_key(spec):
+    with pytest.raises(ConfigError) as info:
+        parse_teacher_spec(spec)
+    assert "SECRET" not in str(info.value)
 
 
 def test_shipped_config_builds_an_ensemble_with_a_cli_teacher():

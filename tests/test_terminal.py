@@ -8,7 +8,8 @@ import random
 import pytest
 
 from alphazero_llm.config import TeacherClientConfig, TeacherModelConfig, TerminalCheckerConfig, load_config
-from alphazero_llm.models.teacher_client import MissingApiKeyError, TeacherClient
+from alphazero_llm.models.keys import MissingApiKeyError
+from alphazero_llm.models.teacher_client import TeacherClient
 from alphazero_llm.models.terminal import TerminalChecker, has_final_answer
 from alphazero_llm.testing.fake_openai import FakeOpenAIServer, Reply
 

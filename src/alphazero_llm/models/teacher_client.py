@@ -1,59 +1,35 @@
-"""Talking to teachers: API keys, endpoints, and a resilient async client for OpenAI-compatible APIs.
+"""Talking to teachers: a resilient async client for OpenAI-compatible APIs (keys: `models.keys`).
 
-- keys and endpoints: `resolve_api_key` reads a key from the environment variable a config
-  entry names (never from a file, never logged); `parse_teacher_spec` turns a command-line
-  `name=...,base_url=...,model=...,api_key_env=...` into a `TeacherModelConfig`.
 - `TeacherClient`: one `openai.AsyncOpenAI` per endpoint with the SDK's own retries off
   (`max_retries=0`), so that the policy here is the only one: a global concurrency limit, a
   token bucket per provider, timeouts, exponential backoff with jitter on 429/5xx/timeouts/
   dropped connections/malformed bodies, honouring Retry-After; any other 4xx takes the
   teacher out of the run. It never raises for a failed request: it returns a `Failure`.
-
-A loopback endpoint (a local llama.cpp / vLLM / `transformers serve`) whose key variable is
-unset gets a placeholder key: such servers ignore keys, but the openai client requires some
-string. Any other endpoint with its variable unset or empty is a `MissingApiKeyError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import logging
-import os
 import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 import openai
 from openai.types.chat import ChatCompletion
 
-from alphazero_llm.config import (
-    ConfigError,
-    RateLimitConfig,
-    TeacherClientConfig,
-    TeacherModelConfig,
-    build,
-)
+from alphazero_llm.config import RateLimitConfig, TeacherClientConfig, TeacherModelConfig
 from alphazero_llm.models.accounting import Accounting
+from alphazero_llm.models.keys import LOOPBACK_PLACEHOLDER_KEY, TeacherError
 from alphazero_llm.models.prompts import Message
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK_PLACEHOLDER_KEY = "no-key-needed-on-loopback"
 # Status codes worth retrying: the request may succeed later. Any other 4xx will not.
 RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-class TeacherError(RuntimeError):
-    """Base of the errors the ensemble raises."""
-
-
-class MissingApiKeyError(TeacherError):
-    """The environment variable that should hold a teacher's key is unset or empty."""
 
 
 class NoTeacherAvailable(TeacherError):
@@ -62,67 +38,6 @@ class NoTeacherAvailable(TeacherError):
 
 class ProposalFailed(TeacherError):
     """Every request of one `propose` call failed (transiently); the message gives the reasons."""
-
-
-# --- keys and endpoints ---------------------------------------------------------------------------
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def resolve_api_key(teacher: TeacherModelConfig, env: Mapping[str, str] | None = None) -> str:
-    """The key for `teacher`, read from the variable it names. Errors name the variable, never a value."""
-    env = os.environ if env is None else env
-    key = env.get(teacher.api_key_env, "")
-    if key:
-        return key
-    if is_loopback_url(teacher.base_url):
-        logger.info(
-            "%s is unset; teacher %r is on loopback, using a placeholder key", teacher.api_key_env, teacher.name
-        )
-        return LOOPBACK_PLACEHOLDER_KEY
-    raise MissingApiKeyError(
-        f"teacher {teacher.name!r} ({teacher.base_url}) needs an API key: set the environment variable "
-        f"{teacher.api_key_env} (keys are read from the environment only)"
-    )
-
-
-_SPEC_FLOATS = ("price_input_per_mtok", "price_output_per_mtok")
-
-
-def parse_teacher_spec(spec: str) -> TeacherModelConfig:
-    """A teacher from `name=N,base_url=URL,model=M,api_key_env=VAR[,provider=P][,price_input_per_mtok=X]...`.
-
-    `provider` (which rate limit applies) defaults to the URL's host. A literal key is refused:
-    it would end up in shell history and process listings.
-    """
-    data: dict[str, object] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ConfigError(f"--teacher {spec!r}: expected key=value, got {part!r}")
-        if key == "api_key":
-            raise ConfigError("--teacher: give api_key_env=VARIABLE_NAME; keys are read from the environment only")
-        if key in data:
-            raise ConfigError(f"--teacher: {key} given twice")
-        data[key] = value
-    for key in _SPEC_FLOATS:
-        if key in data:
-            try:
-                data[key] = float(str(data[key]))
-            except ValueError as exc:
-                raise ConfigError(f"--teacher: {key}: expected a number, got {data[key]!r}") from exc
-    if "provider" not in data and isinstance(data.get("base_url"), str):
-        data["provider"] = urlsplit(str(data["base_url"])).hostname or "custom"
-    return build(TeacherModelConfig, data, "--teacher")
 
 
 # --- retry policy (pure) --------------------------------------------------------------------------

@@ -17,15 +17,9 @@ from dataclasses import dataclass
 from alphazero_llm.config import BanditConfig, TeacherClientConfig, TeacherModelConfig, TeachersConfig
 from alphazero_llm.models.accounting import Accounting
 from alphazero_llm.models.bandit import TeacherBandit
+from alphazero_llm.models.keys import resolve_api_key
 from alphazero_llm.models.prompts import DIRECTIONS, Direction, Message, cut_step, normalise_step, proposal_messages
-from alphazero_llm.models.teacher_client import (
-    Completion,
-    Failure,
-    NoTeacherAvailable,
-    ProposalFailed,
-    TeacherClient,
-    resolve_api_key,
-)
+from alphazero_llm.models.teacher_client import Completion, Failure, NoTeacherAvailable, ProposalFailed, TeacherClient
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +163,11 @@ class TeacherEnsemble:
             producers = old.teachers if answer.teacher in old.teachers else (*old.teachers, answer.teacher)
             by_key[key] = Step(old.text, old.teacher, direction, producers, old.count + 1)
         return list(by_key.values()), dropped, merged
+
+    def out_of_run(self) -> dict[str, str]:
+        """The teachers taken out of the run (bad key, no credit, unknown model, unreachable), with why."""
+        reasons = self.client.disabled_reasons()
+        return {name: reasons[name] for name in self.names if name in reasons}
 
     def _none_left(self) -> NoTeacherAvailable:
         reasons = "; ".join(f"{n}: {r}" for n, r in self.client.disabled_reasons().items())

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 
 from alphazero_llm.answers import extract, extract_strict
 from alphazero_llm.config import TerminalCheckerConfig
+from alphazero_llm.models.keys import resolve_api_key
 from alphazero_llm.models.prompts import normalise_step, parse_yes_no, terminal_messages
-from alphazero_llm.models.teacher_client import Completion, TeacherClient, resolve_api_key
+from alphazero_llm.models.teacher_client import Completion, TeacherClient
 
 logger = logging.getLogger(__name__)
 
