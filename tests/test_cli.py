@@ -121,7 +121,7 @@ def test_teacher_choice():
     assert both.tier == CONFIG.teachers.default_tier and len(both.extra) == 1
 
 
-def test_reference_teacher_choice():
+def test_reference_teacher_choice(capsys: pytest.CaptureFixture[str]):
     key_env = CONFIG.teachers.tier(CONFIG.teachers.default_tier)[0].api_key_env
     assert not settings_for([]).teachers.reference
     only = settings_for(["--reference-teacher", "only"]).teachers
@@ -130,14 +130,22 @@ def test_reference_teacher_choice():
     assert also.reference and also.tier == CONFIG.teachers.default_tier
     also_local = settings_for(["--reference-teacher", "also"]).teachers  # no key: the local server teaches too
     assert also_local.reference and also_local.local
-    with pytest.raises(SystemExit, match="leaves no room for --local-teacher"):
-        main(["--reference-teacher", "only", "--local-teacher"])
+    assert "leaves no room for --local-teacher" in usage_error(
+        ["--reference-teacher", "only", "--local-teacher"], capsys
+    )
 
 
-def test_bad_values_are_usage_errors():
-    with pytest.raises(SystemExit, match="--save-every must be positive"):
-        main(["--save-every", "0"])
-    with pytest.raises(SystemExit, match="--eval-size must be >= -1"):
-        main(["--eval-size", "-2"])
-    with pytest.raises(SystemExit, match="--keep-last must be >= 0"):
-        main(["--keep-last", "-1"])
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """main(argv) must stop with argparse's usage code, 2; its stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    return capsys.readouterr().err
+
+
+def test_bad_values_are_usage_errors(capsys: pytest.CaptureFixture[str]):
+    assert "--save-every must be positive" in usage_error(["--save-every", "0"], capsys)
+    assert "--eval-size must be >= -1" in usage_error(["--eval-size", "-2"], capsys)
+    assert "--keep-last must be >= 0" in usage_error(["--keep-last", "-1"], capsys)

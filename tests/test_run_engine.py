@@ -82,9 +82,9 @@ def test_engine_vllm_that_cannot_run_is_an_error_naming_the_fix(device: str, has
         settings_for(["--engine", "vllm"], device, has_vllm)
 
 
-def test_engine_vllm_on_cpu_is_a_usage_error_from_the_command_line():
-    with pytest.raises(SystemExit, match="--engine vllm needs a CUDA GPU"):
-        main(["--engine", "vllm", "--device", "cpu"])
+def test_engine_vllm_on_cpu_is_a_usage_error_from_the_command_line(capsys: pytest.CaptureFixture[str]):
+    assert main(["--engine", "vllm", "--device", "cpu"]) == 2
+    assert "--engine vllm needs a CUDA GPU" in capsys.readouterr().err
 
 
 def test_an_unknown_engine_is_refused():

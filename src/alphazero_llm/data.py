@@ -204,7 +204,8 @@ def load_splits(source: Gsm8kSource, config: DatasetConfig, seed: int) -> Splits
     pool = list(load_gsm8k(train_split, source))
     if not 0 <= num_dev < len(pool):
         raise DataError(
-            f"{num_dev} dev questions leave none of the {len(pool)} rows of split {train_split!r} to train on"
+            f"{num_dev} dev questions leave none of the {len(pool)} rows of split {train_split!r} to train on; "
+            "hold out fewer (--dev-size, dataset.num_dev_examples)"
         )
     drawn = random.Random(config.split_seed).sample(range(len(pool)), len(pool))
     dev = [pool[i] for i in sorted(drawn[:num_dev])]

@@ -26,17 +26,18 @@ from pathlib import Path
 from alphazero_llm.config import Config, TeacherModelConfig
 from alphazero_llm.mcts.proposers import Proposer, TeacherProposer
 from alphazero_llm.mcts.reference_teacher import CombinedTeachers, ReferenceTeacher
+from alphazero_llm.models.keys import MissingApiKeyError
 from alphazero_llm.models.locate import resolve_model_path
 from alphazero_llm.models.policy import SamplingModel, StudentPolicy
 from alphazero_llm.models.sampling import Sampling
 from alphazero_llm.models.student import StudentModel
-from alphazero_llm.models.teacher_client import MissingApiKeyError
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.server import LocalServer
 from alphazero_llm.training.engine import VLLMAdapterSync
 from alphazero_llm.training.settings import RunSettings
 from alphazero_llm.training.sources import MCTSSource
+from alphazero_llm.training.trees import TREES_DIR, TreeWriter
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ def mcts_source(
     student: StudentModel,
     sync: VLLMAdapterSync | None = None,
 ) -> tuple[MCTSSource, TeacherEnsemble | None]:
-    """The run's MCTS source (`policy_factory` says who samples) and its LLM teacher ensemble (for the
-    bandit's checkpoint), if any."""
+    """The run's MCTS source (`policy_factory` says who samples; each search's tree is saved under the run
+    directory by `trees.TreeWriter`) and its LLM teacher ensemble (for the bandit's checkpoint), if any."""
     teachers = build_teachers(settings, stack, loop)
     config = settings.config
     ensemble = teachers.ensemble
@@ -176,6 +177,8 @@ def mcts_source(
         config.training.mcts,
         config.training.rewards,
         credit=teachers.credit,
-        accounting=None if ensemble is None else ensemble.accounting,
+        llm_teachers=ensemble,
+        continue_without_teachers=settings.continue_without_teachers,
+        on_search=TreeWriter(settings.checkpoint_dir / TREES_DIR, config.training.run.save_trees_every),
     )
     return source, ensemble

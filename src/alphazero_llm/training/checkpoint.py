@@ -40,6 +40,9 @@ from typing import Any, Protocol
 
 import torch
 
+from alphazero_llm.errors import UserError
+from alphazero_llm.redact import secret_values
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -47,10 +50,9 @@ LATEST = "latest"
 PREFIX = "checkpoint-"
 ADAPTER_DIR = "adapter"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX}(\d+)$")
-_SECRET_NAME_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, incomplete, corrupt or of an unknown format; names the file."""
 
 
@@ -159,7 +161,7 @@ def save_checkpoint(
         _write_json(tmp / "rng.json", {"python": python_state, "numpy": numpy_state})
         _write_json(tmp / "sampler.json", {**vars(state.sampler), "order": list(state.sampler.order)})
         _write_json(tmp / "teacher_bandit.json", state.teacher_bandit)
-        _write_text(tmp / "metrics.jsonl", "".join(_json_text(m, "metrics.jsonl") + "\n" for m in state.metrics))
+        write_text_atomic(tmp / "metrics.jsonl", "".join(_json_text(m, "metrics.jsonl") + "\n" for m in state.metrics))
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         _fsync_tree(tmp)
         # meta.json last: its presence is what makes a directory a checkpoint.
@@ -169,7 +171,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_text(root / LATEST, final.name + "\n")
+    write_text_atomic(root / LATEST, final.name + "\n")
     logger.info("checkpoint written: %s", final)
     if keep_last is not None:
         _prune(root, keep_last, protect=final)
@@ -231,6 +233,40 @@ def find_latest(root: Path) -> Path | None:
     return checkpoint_dir(root, steps[-1]) if steps else None
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The checkpoint a resume starts from (None: no good one) and the newer ones skipped, with why."""
+
+    chosen: Path | None
+    state: CheckpointState | None
+    rejected: tuple[tuple[Path, str], ...]
+
+
+def select_checkpoint(root: Path) -> Selection:
+    """The newest checkpoint under `root` that loads and verifies (every file against meta.json's sha256).
+
+    Candidates, newest first: the one `latest` names, then every `checkpoint-*` by step. A corrupt or
+    incomplete one is skipped with a warning naming it and the one used instead. Reads only: nothing
+    under `root` is changed.
+    """
+    root = Path(root)
+    latest = find_latest(root)
+    candidates = ([latest] if latest is not None else []) + [
+        path for _, path in reversed(list_checkpoints(root)) if path != latest
+    ]
+    rejected: list[tuple[Path, str]] = []
+    for path in candidates:
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            rejected.append((path, str(exc)))
+            continue
+        for bad, reason in rejected:
+            logger.warning("checkpoint %s is unusable (%s); resuming from %s instead", bad.name, reason, path.name)
+        return Selection(path, state, tuple(rejected))
+    return Selection(None, None, tuple(rejected))
+
+
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     """Every complete checkpoint under `root` as (example step, directory), oldest first."""
     return [(step, checkpoint_dir(root, step)) for step in sorted(_checkpoint_steps(Path(root)))]
@@ -252,9 +288,14 @@ def load_checkpoint(directory: Path, student: AdapterLoader | Callable[[Path], N
     directory = Path(directory)
     meta_path = directory / "meta.json"
     meta = _read_json(meta_path)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    for relative, digest in meta["files"].items():
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{meta_path}: format_version {version!r}, expected {FORMAT_VERSION}")
+    files, step = meta.get("files"), meta.get("step")
+    if not isinstance(files, dict) or not isinstance(step, int):
+        raise CheckpointError(f"{meta_path}: no 'files' digests or 'step' (corrupt)")
+    # Every other file is checked against its digest here, so only meta.json itself can be malformed.
+    for relative, digest in files.items():
         path = directory / relative
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (checkpoint incomplete)")
@@ -270,7 +311,7 @@ def load_checkpoint(directory: Path, student: AdapterLoader | Callable[[Path], N
     numpy_state = rng_json["numpy"]
     python_state = rng_json["python"]
     state = CheckpointState(
-        step=int(meta["step"]),
+        step=step,
         optimizer=trainer["optimizer"],
         scheduler=trainer["scheduler"],
         rng=RngState(
@@ -326,16 +367,17 @@ def _json_text(value: Any, name: str) -> str:
 
 
 def _refuse_secrets(text: str, name: str) -> None:
-    for var, secret in os.environ.items():
-        if len(secret) >= 8 and _SECRET_NAME_RE.search(var) and secret in text:
+    for var, secret in secret_values():
+        if secret in text:
             raise CheckpointError(f"{name}: would contain the value of ${var}; refusing to write a secret")
 
 
 def _write_json(path: Path, value: Any) -> None:
-    _write_text(path, _json_text(value, path.name) + "\n")
+    write_text_atomic(path, _json_text(value, path.name) + "\n")
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` so that `path` is never half-written (a crash leaves the old file or the new one)."""
     _write_bytes(path, text.encode("utf-8"))
 
 

@@ -1,24 +1,37 @@
-"""Command line of `train_vllm.py` (console script `train-vllm`): the seed's flags. Parsing only.
+"""Command line of `train_vllm.py` (console script `train-vllm`): the seed's flags, and how errors reach a person.
 
 Every flag that has a config key defaults to None here, so that an explicit flag can be told from a
 default: `settings.settle` lays the flags over the config (and its CPU overlay on a CPU), once. The
-help texts show the config's values. `training.run` then builds the parts and trains.
+help texts show the config's values. `training.run` then checks what it can before the model loads,
+builds the parts and trains.
+
+Start-up is light: this module imports neither torch nor transformers, so `--help` and every usage
+error answer at once; the run's modules are imported after the arguments parse. An error a user can
+fix (`errors.UserError`, a config or data `ValueError`, an `OSError` on a path they gave) is printed
+as one line naming the culprit and the fix, with every secret masked (`redact`), and the exit code
+is 1; `--debug` shows the traceback instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from alphazero_llm.config import Config, ConfigError, TeacherModelConfig, load_config
-from alphazero_llm.models.locate import resolve_device
-from alphazero_llm.models.teacher_client import parse_teacher_spec
+from alphazero_llm.errors import UserError
+from alphazero_llm.models.keys import parse_teacher_spec
+from alphazero_llm.redact import redact
 from alphazero_llm.training.engine import ENGINES
-from alphazero_llm.training.run import run
-from alphazero_llm.training.settings import settle
 
 logger = logging.getLogger(__name__)
+
+PROG = "train_vllm.py"
+USER_ERRORS = (UserError, ValueError, OSError)
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's code
+EXIT_INTERRUPTED = 130
 
 
 def teacher_spec(spec: str) -> TeacherModelConfig:
@@ -39,7 +52,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser(config: Config) -> argparse.ArgumentParser:
     run_cfg, cpu = config.training.run, config.training_on_cpu.run
     parser = argparse.ArgumentParser(
-        prog="train_vllm.py",
+        prog=PROG,
         description="AlphaZero-style MCTS over reasoning steps + GRPO (or legacy) updates of the student.",
         formatter_class=_HelpFormatter,
     )
@@ -77,10 +90,27 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         default=None,
         help=f"checkpoints kept, older ones pruned; 0 keeps all (default: {run_cfg.keep_last})",
     )
+    parser.add_argument(
+        "--save-trees-every",
+        type=int,
+        default=None,
+        help="every search's tree is saved as <checkpoint-dir>/trees/example-<step>.json; an HTML page too "
+        f"for example 1 and every Nth; 0: no HTML pages (default: {run_cfg.save_trees_every})",
+    )
     loss = parser.add_mutually_exclusive_group()
     loss.add_argument("--use-grpo", action="store_true", help="GRPO loss (clipped ratio + k3 KL)")
     loss.add_argument("--use-legacy", action="store_true", help="legacy reward-weighted NLL loss")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest good checkpoint (a corrupt newer one is skipped, with a warning); an "
+        "error when there is none, unless --fresh-if-no-checkpoint",
+    )
+    parser.add_argument(
+        "--fresh-if-no-checkpoint",
+        action="store_true",
+        help="with --resume: start a fresh run when the checkpoint directory holds no good checkpoint",
+    )
     parser.add_argument(
         "--eval-size",
         type=int,
@@ -136,6 +166,12 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "the tier's teachers is set and no --teacher is given)",
     )
     parser.add_argument(
+        "--continue-without-teachers",
+        action="store_true",
+        help="when every LLM teacher has been taken out of the run (bad key, no credit, unreachable), go on with "
+        "the student alone (and the reference teacher, if any) instead of stopping with an error",
+    )
+    parser.add_argument(
         "--reference-teacher",
         choices=["off", "also", "only"],
         default="off",
@@ -146,8 +182,8 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset-path",
         default=None,
-        help="local GSM8K: a directory holding train.jsonl/test.jsonl, or one JSONL file "
-        "(default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub)",
+        help="local GSM8K: a directory holding train.jsonl and test.jsonl, or a pattern naming each split's file "
+        "(data/gsm8k_{split}.jsonl) (default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
@@ -164,30 +200,82 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         default=None,
         help=f"(default: {run_cfg.report_to})",
     )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks, and debug logging")
     return parser  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One INFO line per teacher request would bury the training log.
-    for noisy in ("httpx", "httpx2", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def config_directory(path: Path | None) -> Path | None:
+    """`--config`: a directory of models.yaml, teacher_models.yaml and training.yaml; a file is a clear error."""
+    if path is None or path.is_dir():
+        return path
+    if path.is_file():
+        raise ConfigError(
+            f"--config {path}: a file; --config takes the directory that holds models.yaml, teacher_models.yaml "
+            f"and training.yaml (here: --config {path.parent})"
+        )
+    raise ConfigError(f"--config {path}: no such directory")
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
+    """The flags and the config they refer to. A usage error exits with argparse's code 2."""
     probe = argparse.ArgumentParser(add_help=False)
     probe.add_argument("--config", type=Path, default=None)
     known, _ = probe.parse_known_args(argv)
-    config = load_config(known.config)
-    args = build_parser(config).parse_args(argv)
+    try:
+        config = load_config(config_directory(known.config))
+    except ConfigError as exc:
+        _print_error(exc)
+        raise SystemExit(2) from None
+    parser = build_parser(config)
+    args = parser.parse_args(argv)
     for flag in ("num_examples", "save_every", "log_interval"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
-            raise SystemExit(f"--{flag.replace('_', '-')} must be positive")
-    for flag, low in (("eval_size", -1), ("keep_last", 0), ("dev_size", 0)):
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    for flag, low in (("eval_size", -1), ("keep_last", 0), ("save_trees_every", 0), ("dev_size", 0)):
         value = getattr(args, flag)
         if value is not None and value < low:
-            raise SystemExit(f"--{flag.replace('_', '-')} must be >= {low}")
+            parser.error(f"--{flag.replace('_', '-')} must be >= {low}")
+    if args.fresh_if_no_checkpoint and not args.resume:
+        parser.error("--fresh-if-no-checkpoint only applies with --resume")
+    return args, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, config = parse_args(argv)
+    _configure_logging(args.debug)
     try:
-        device = resolve_device(args.device).type
-        settings = settle(args, config, device)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from exc
-    return run(settings)
+        # The run's modules import torch and transformers: only now that the arguments are known to be good.
+        from alphazero_llm.models.locate import resolve_device
+        from alphazero_llm.training.run import run
+        from alphazero_llm.training.settings import settle
+
+        try:
+            settings = settle(args, config, resolve_device(args.device).type)
+        except ValueError as exc:  # flags that contradict each other or the machine: a usage error
+            _print_error(exc)
+            return EXIT_USAGE
+        return run(settings)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _print_error(exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; --resume continues from the newest checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _print_error(exc: BaseException) -> None:
+    """One line that names the culprit (the exception's message) and how to see more; secrets masked."""
+    message = redact(str(exc) or type(exc).__name__)
+    print(f"{PROG}: error: {message}\n(--debug shows the traceback)", file=sys.stderr)
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # One INFO line per teacher request would bury the training log.
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

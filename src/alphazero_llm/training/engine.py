@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from alphazero_llm.config import ModelsConfig
-from alphazero_llm.models.vllm_engine import VLLM_INSTALL_HINT
 
 if TYPE_CHECKING:
     from alphazero_llm.models.student import StudentModel
@@ -33,7 +32,13 @@ logger = logging.getLogger(__name__)
 ENGINES = ("auto", "transformers", "vllm")
 # Under --checkpoint-dir: the student's adapter as vLLM last loaded it (rewritten at each sync).
 VLLM_ADAPTER_DIR = "vllm_adapter"
-INSTALL_FIX = f"pip install -e '.[vllm]' in a checkout, or {VLLM_INSTALL_HINT}"
+
+
+def install_fix() -> str:
+    """How to install vLLM. Imported here, not at the top: `vllm_engine` imports torch, and `--help` must not."""
+    from alphazero_llm.models.vllm_engine import VLLM_INSTALL_HINT
+
+    return f"pip install -e '.[vllm]' in a checkout, or {VLLM_INSTALL_HINT}"
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,14 @@ def choose_engine(requested: str, device: str, has_vllm: bool) -> EngineChoice:
                 f"--engine vllm needs a CUDA GPU, but the device is {device}: use --engine transformers or auto"
             )
         if not has_vllm:
-            raise ValueError(f"--engine vllm: vLLM is not installed; install it with {INSTALL_FIX}")
+            raise ValueError(f"--engine vllm: vLLM is not installed; install it with {install_fix()}")
         return EngineChoice("vllm", "--engine vllm")
     if requested != "auto":
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {requested!r}")
     if device != "cuda":
         return EngineChoice("transformers", f"--engine auto on {device}: vLLM needs CUDA")
     if not has_vllm:
-        return EngineChoice("transformers", f"--engine auto: vLLM is not installed ({INSTALL_FIX})")
+        return EngineChoice("transformers", f"--engine auto: vLLM is not installed ({install_fix()})")
     return EngineChoice("vllm", "--engine auto: CUDA and vLLM are available")
 
 

@@ -60,10 +60,10 @@ from alphazero_llm.data import Problem
 from alphazero_llm.training.checkpoint import (
     CheckpointState,
     capture_rng,
-    find_latest,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
+    select_checkpoint,
 )
 from alphazero_llm.training.grpo import group_advantages, grpo_loss, legacy_loss
 from alphazero_llm.training.metrics import MetricsLog
@@ -222,11 +222,15 @@ class Trainer:
         keep_last = self.run_config.keep_last or None  # 0 keeps every checkpoint
         return save_checkpoint(self.checkpoint_dir, state, self.student, keep_last=keep_last)
 
-    def resume(self) -> bool:
-        """Load the latest checkpoint, if any; True when one was loaded."""
-        latest = find_latest(self.checkpoint_dir)
+    def resume(self, directory: Path | None = None) -> bool:
+        """Load `directory`, else the newest good checkpoint (`select_checkpoint`); True when one was loaded.
+
+        Nothing in the run directory is written here: the metrics file is rewritten from the
+        checkpoint's records only when the next example is logged.
+        """
+        latest = directory if directory is not None else select_checkpoint(self.checkpoint_dir).chosen
         if latest is None:
-            logger.warning("--resume: no checkpoint in %s; starting from scratch", self.checkpoint_dir)
+            logger.warning("--resume: no good checkpoint in %s; starting from scratch", self.checkpoint_dir)
             return False
         state = load_checkpoint(latest, self.student)
         self.reference.restore(latest / "adapter")

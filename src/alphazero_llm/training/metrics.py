@@ -1,7 +1,9 @@
 """Per-example metrics: a JSONL file, optional wandb / tensorboard, PNG plots and a summary table.
 
-The JSONL is rewritten from the checkpoint's metrics on resume, so that records of examples
-lost with a killed process (after the last checkpoint) do not appear twice.
+On resume the JSONL is rewritten from the checkpoint's metrics, so that records of examples lost
+with a killed process (after the last checkpoint) do not appear twice. It is rewritten only when the
+first new record is logged: a run that fails before it (a corrupt checkpoint, a bad flag, a model
+that does not load) leaves the file as it found it.
 """
 
 from __future__ import annotations
@@ -31,17 +33,25 @@ class Reporter(Protocol):
 
 
 class MetricsLog:
-    """Appends one JSON object per example to `path` and forwards it to the reporters."""
+    """Appends one JSON object per example to `path` and forwards it to the reporters.
+
+    `history` (a checkpoint's records) replaces the file's contents when the first record is logged,
+    not before (module docstring).
+    """
 
     def __init__(self, path: Path, history: Sequence[Mapping[str, Any]] = (), reporters: Sequence[Reporter] = ()):
         self.path = Path(path)
         self.records: list[dict[str, Any]] = [dict(r) for r in history]
         self.reporters = list(reporters)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records), encoding="utf-8")
+        self._synced = False  # whether the file holds `records` yet
 
     def log(self, record: Mapping[str, Any]) -> None:
         record = dict(record)
+        if not self._synced:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
+            self.path.write_text(lines, encoding="utf-8")
+            self._synced = True
         self.records.append(record)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")

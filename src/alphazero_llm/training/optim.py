@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import torch
 
 from alphazero_llm.config import OptimizerConfig
+from alphazero_llm.models.student import require_bitsandbytes
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def build_optimizer(
     if not params:
         raise ValueError("no trainable parameters (is the LoRA adapter missing?)")
     if device.type == "cuda":
+        require_bitsandbytes("8-bit AdamW on CUDA")
         import bitsandbytes as bnb
 
         return bnb.optim.AdamW8bit(params, lr=config.learning_rate, weight_decay=config.weight_decay)

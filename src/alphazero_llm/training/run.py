@@ -28,9 +28,10 @@ from typing import Any
 import torch
 
 from alphazero_llm.config import Config
-from alphazero_llm.data import Gsm8kSource, Problem, load_splits
+from alphazero_llm.data import DataError, Gsm8kSource, Problem, load_splits
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.rewards import PerplexityReward
+from alphazero_llm.training import preflight
 from alphazero_llm.training.assembly import mcts_source
 from alphazero_llm.training.checkpoint import find_latest, sha256_file
 from alphazero_llm.training.engine import VLLM_ADAPTER_DIR, VLLMAdapterSync, start_engine
@@ -71,10 +72,13 @@ def evaluate(
 
 
 def run(settings: RunSettings) -> int:
-    """Train as `settings` says; 0 when the run finished."""
+    """Train as `settings` says; 0 when the run finished. Everything `preflight` can check is checked before
+    the student loads, and nothing in the run directory is rewritten before a resumed checkpoint verified."""
     config, training = settings.config, settings.training
     out = settings.checkpoint_dir
-    out.mkdir(parents=True, exist_ok=True)
+    preflight.run_directory(out)
+    preflight.student_source(settings.student)
+    preflight.teacher_keys(settings)
     ds, seed = training.dataset, training.seed
     source = Gsm8kSource.resolve(ds.path, ds.name, ds.config)
     splits = load_splits(source, ds, seed)
@@ -82,9 +86,8 @@ def run(settings: RunSettings) -> int:
     held_out = splits.named(training.evaluation.split)
     eval_rows = held_out if ds.num_eval_examples == -1 else held_out[: ds.num_eval_examples]
     if not problems:
-        raise ValueError(f"no training rows in {source}")
-    if not settings.resume and find_latest(out) is not None:
-        logger.warning("%s holds checkpoints from an earlier run; they will be overwritten (use --resume)", out)
+        raise DataError(f"no training rows in {source}")
+    start = preflight.resume_point(settings)
     mcts = training.mcts
     logger.info(
         "run: %d examples, %s loss, device %s, search %d iterations x (%d right, %d wrong, %d student) steps of %d "
@@ -92,6 +95,8 @@ def run(settings: RunSettings) -> int:
         training.run.num_examples, training.run.loss, settings.device, mcts.num_iterations,
         mcts.num_right, mcts.num_wrong, mcts.num_student, mcts.tokens_per_expansion, mcts.max_depth,
     )  # fmt: skip
+    # --seed fixes everything drawn from torch's generator: the LoRA initialisation here, dropout in training.
+    torch.manual_seed(seed)
     student = StudentModel.load(StudentSpec(name=settings.student, device=settings.device), config.models)
     engine = start_engine(settings.engine, settings.student, student, config.models, seed)
     sync = VLLMAdapterSync(student, engine, out / VLLM_ADAPTER_DIR) if engine is not None else None
@@ -106,8 +111,8 @@ def run(settings: RunSettings) -> int:
         )
         if sync is not None:
             sync.version = lambda: trainer.updates  # the policy changes with each optimiser step
-        if settings.resume:
-            trainer.resume()
+        if start is not None:
+            trainer.resume(start)
         stack.callback(lambda: trainer.metrics.close())
         before = _before(trainer, student, eval_rows, config, out)
         trainer.run()
@@ -123,6 +128,9 @@ def run(settings: RunSettings) -> int:
         (out / EVAL_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
         plots = write_plots(trainer.metrics.records, out / "plots")
         extra = {"eval before": before or "-", "eval after": after or "-"}
+        out_of_run = trainer.metrics.records[-1].get("teachers_out") if trainer.metrics.records else None
+        if out_of_run:
+            extra["teachers out"] = "; ".join(f"{name}: {why}" for name, why in sorted(out_of_run.items()))
         logger.info("summary:\n%s", summary_table(trainer.metrics.records, extra))
         logger.info("wrote checkpoints, %s and %d plots under %s", trainer.metrics.path.name, len(plots), out)
     return 0

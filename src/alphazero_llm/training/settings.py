@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alphazero_llm.config import Config, TeacherModelConfig, TeachersConfig, TrainingConfig, override
-from alphazero_llm.models.teacher_client import is_loopback_url
+from alphazero_llm.models.keys import is_loopback_url
 from alphazero_llm.training.engine import EngineChoice, choose_engine, vllm_installed
 
 
@@ -43,6 +43,8 @@ class RunSettings:
     teachers: TeacherChoice
     resume: bool
     engine: EngineChoice
+    fresh_if_no_checkpoint: bool = False  # --resume with no good checkpoint starts fresh instead of failing
+    continue_without_teachers: bool = False  # every LLM teacher out of the run: go on instead of stopping
 
     @property
     def training(self) -> TrainingConfig:
@@ -122,6 +124,7 @@ def settle(
             "run.loss": loss,
             "run.report_to": args.report_to,
             "run.keep_last": args.keep_last,
+            "run.save_trees_every": args.save_trees_every,
         },
     )
     models = config.models
@@ -133,4 +136,6 @@ def settle(
         teachers=choose_teachers(config.teachers, tier, args.teacher, args.local_teacher, env, args.reference_teacher),
         resume=args.resume,
         engine=choose_engine(args.engine, device, has_vllm),
+        fresh_if_no_checkpoint=args.fresh_if_no_checkpoint,
+        continue_without_teachers=args.continue_without_teachers,
     )

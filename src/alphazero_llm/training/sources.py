@@ -23,6 +23,7 @@ from alphazero_llm.data import Problem
 from alphazero_llm.mcts import Evaluator, Proposer, Proposers, SearchResult, search
 from alphazero_llm.mcts.evaluate import TerminalCheck
 from alphazero_llm.models.policy import StudentPolicy
+from alphazero_llm.models.teacher_client import NoTeacherAvailable
 from alphazero_llm.trajectory import Group
 
 
@@ -31,9 +32,18 @@ class TrajectorySource(Protocol):
 
 
 class TeacherAccounting(Protocol):
-    """Running totals of the LLM teachers (`TeacherEnsemble.accounting`)."""
-
     def metrics(self) -> dict[str, float]: ...
+
+
+class LLMTeachers(Protocol):
+    """What the source reads of the LLM teachers (a `TeacherEnsemble`): their running totals and who is out."""
+
+    names: tuple[str, ...]
+
+    @property
+    def accounting(self) -> TeacherAccounting: ...
+
+    def out_of_run(self) -> dict[str, str]: ...
 
 
 def search_parts(
@@ -68,7 +78,9 @@ class MCTSSource:
         rewards: RewardsConfig,
         *,
         credit: Callable[[str, float], None] | None = None,
-        accounting: TeacherAccounting | None = None,
+        llm_teachers: LLMTeachers | None = None,
+        continue_without_teachers: bool = False,
+        on_search: Callable[[SearchResult, int], None] | None = None,
     ) -> None:
         self.loop = loop
         self.make_policy = make_policy
@@ -77,15 +89,32 @@ class MCTSSource:
         self.mcts = mcts
         self.rewards = rewards
         self.credit = credit
-        self.accounting = accounting
-        self.last: SearchResult | None = None  # the latest tree, for a caller that exports or inspects it
+        self.llm_teachers = llm_teachers
+        self.continue_without_teachers = continue_without_teachers
+        self.on_search = on_search  # called with each search's tree and the example's 1-based step
+        self.last: SearchResult | None = None  # the latest tree, for a caller that inspects it
 
     def _teacher_totals(self) -> tuple[float, float]:
-        if self.accounting is None:
+        if self.llm_teachers is None:
             return 0.0, 0.0
-        m = self.accounting.metrics()
+        m = self.llm_teachers.accounting.metrics()
         return m.get("teachers/total/cost_usd", 0.0), m.get("teachers/total/tokens_in", 0.0) + m.get(
             "teachers/total/tokens_out", 0.0
+        )
+
+    def _teachers_out(self) -> dict[str, str]:
+        """The LLM teachers out of the run. Raises `NoTeacherAvailable` when that is all of them, unless the
+        run was told to continue: a run whose teachers are gone would otherwise train on the student alone,
+        silently. Raised after the search and before the update, so the example is not trained."""
+        if self.llm_teachers is None:
+            return {}
+        out = self.llm_teachers.out_of_run()
+        if len(out) < len(self.llm_teachers.names) or self.continue_without_teachers:
+            return out
+        reasons = "; ".join(f"{name}: {why}" for name, why in sorted(out.items()))
+        raise NoTeacherAvailable(
+            f"every LLM teacher is out of the run ({reasons}). Fix their keys or endpoints and rerun with --resume "
+            "(it continues from the newest checkpoint), or pass --continue-without-teachers to go on without them"
         )
 
     def __call__(self, problem: Problem, rng: random.Random, step: int) -> Group:
@@ -95,6 +124,9 @@ class MCTSSource:
         result = self.loop.run_until_complete(search(problem, proposers, evaluator, self.mcts, rng))
         cost_after, tokens_after = self._teacher_totals()
         self.last = result
+        if self.on_search is not None:
+            self.on_search(result, step + 1)  # before the teachers' check: a stopped run keeps its last tree
+        out = self._teachers_out()
         stats = result.stats
         metrics = {
             "best_correct": float(result.best_correct),
@@ -106,6 +138,8 @@ class MCTSSource:
             "cost_usd": cost_after - cost,
             "search_s": stats.wall_time_s,
         }
+        if self.llm_teachers is not None:
+            metrics["teachers_out"] = out  # name -> why it was taken out of the run, so far
         return Group(
             problem=problem,
             prompt_ids=policy.prompt_ids(problem),
