@@ -349,6 +349,7 @@ class RunConfig:
     loss: Literal["grpo", "legacy"]
     report_to: Literal["none", "wandb", "tensorboard"]
     keep_last: int  # checkpoints kept (older ones are pruned); 0 keeps all
+    save_trees_every: int  # an HTML page of example 1's tree and every Nth's (JSON: every tree); 0: no HTML
     max_completion_tokens: int  # a trajectory's tokens beyond this are not trained on (memory bound)
 
     def __post_init__(self) -> None:
@@ -356,6 +357,7 @@ class RunConfig:
         _require(self.save_every > 0, "save_every must be positive")
         _require(self.log_interval > 0, "log_interval must be positive")
         _require(self.keep_last >= 0, "keep_last must be >= 0 (0: keep all)")
+        _require(self.save_trees_every >= 0, "save_trees_every must be >= 0 (0: no HTML pages)")
         _require(self.max_completion_tokens > 0, "max_completion_tokens must be positive")
 
 

@@ -3,6 +3,11 @@
 None of these needs the graphviz binary: the DOT text can be rendered later (`dot -Tsvg`), and
 the HTML page (nested, collapsible `<details>`, no script, no external file) opens in a browser.
 Every node shows its step, N, Q and direction; the best path is highlighted.
+
+The page's stable hooks, for tools and tests that read it: each node is one `<details>` with
+`data-node-id` (the node's id), its class is the node's direction plus `best` on the best path;
+the statistics line (`id="stats"`) carries `data-nodes` (the tree's node count) and
+`data-best-path` (the best path's ids, space-separated, root first).
 """
 
 from __future__ import annotations
@@ -110,7 +115,7 @@ def _html_node(node: Node, chosen: set[int]) -> str:
     opened = " open" if node.id in chosen else ""
     inner = "".join(_html_node(child, chosen) for child in node.children)
     return (
-        f'<details class="{node.direction}{best}"{opened}>'
+        f'<details class="{node.direction}{best}" data-node-id="{node.id}"{opened}>'
         f'<summary class="{node.direction}">{step}<span class="meta">{html.escape(meta)}</span></summary>'
         f"{inner}</details>"
     )
@@ -119,6 +124,7 @@ def _html_node(node: Node, chosen: set[int]) -> str:
 def to_html(result: SearchResult) -> str:
     """A self-contained HTML page: question, best answer, statistics and the collapsible tree."""
     chosen = {n.id for n in result.best_path}
+    best_path = " ".join(str(n.id) for n in result.best_path)
     s = result.stats
     summary = (
         f"nodes {s.nodes}, max depth {s.max_depth}, mean branching {s.mean_branching:.2f}, "
@@ -132,7 +138,7 @@ def to_html(result: SearchResult) -> str:
         f"<style>{_CSS}</style></head><body>"
         f"<h2>Question</h2><pre>{html.escape(problem.question)}</pre>"
         f"<h2>Best path ({verdict}; gold {html.escape(problem.gold)})</h2><pre>{html.escape(result.best_text)}</pre>"
-        f"<p>{html.escape(summary)}</p>"
+        f'<p id="stats" data-nodes="{s.nodes}" data-best-path="{best_path}">{html.escape(summary)}</p>'
         "<p>Green: right step, red: wrong step, blue: student step; outlined: the best path.</p>"
         f"{_html_node(result.root, chosen)}</body></html>\n"
     )
