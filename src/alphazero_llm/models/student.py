@@ -13,7 +13,9 @@ generation prompt, so a completion is the assistant's text.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from transformers import (
 )
 
 from alphazero_llm.config import ModelsConfig
+from alphazero_llm.errors import UserError
 from alphazero_llm.models.locate import resolve_device, resolve_model_path
 from alphazero_llm.models.sampling import Sampling, TextGeneration, answer_line_end, cut_after_answer
 
@@ -41,6 +44,15 @@ Message = dict[str, str]
 Prompt = str | Sequence[Message]
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def require_bitsandbytes(purpose: str) -> None:
+    """bitsandbytes is an extra (`[gpu]`): a clear error naming the install when `purpose` needs it."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(
+            f"{purpose} needs bitsandbytes, which is not installed: pip install 'alphazero-llm-trainer[gpu]' "
+            "(in a checkout: pip install -e '.[gpu]')"
+        )
 
 
 class FourBitOnCPUError(ValueError):
@@ -90,6 +102,7 @@ class StudentModel(TextGeneration):
         trust = config.student.trust_remote_code if spec.trust_remote_code is None else spec.trust_remote_code
         kwargs: dict = {"dtype": dtype, "trust_remote_code": trust}
         if four_bit:
+            require_bitsandbytes("4-bit loading (models.yaml: student.load_in_4bit)")
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -110,17 +123,23 @@ class StudentModel(TextGeneration):
             model = prepare_model_for_kbit_training(model)
         if spec.lora:
             lora = config.lora
-            model = get_peft_model(
-                model,
-                PeftLoraConfig(
-                    r=lora.r,
-                    lora_alpha=lora.alpha,
-                    lora_dropout=lora.dropout,
-                    bias=lora.bias,
-                    target_modules=list(lora.target_modules),
-                    task_type="CAUSAL_LM",
-                ),
-            )
+            with warnings.catch_warnings():
+                # peft still reads transformers' deprecated `is_gradient_checkpointing`; the warning is theirs, not
+                # the user's to act on, and would print on every start.
+                warnings.filterwarnings(
+                    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+                )
+                model = get_peft_model(
+                    model,
+                    PeftLoraConfig(
+                        r=lora.r,
+                        lora_alpha=lora.alpha,
+                        lora_dropout=lora.dropout,
+                        bias=lora.bias,
+                        target_modules=list(lora.target_modules),
+                        task_type="CAUSAL_LM",
+                    ),
+                )
         model.eval()  # dropout off; the training loop switches to train() around its updates
         return cls(model, tokenizer)
 
