@@ -5,7 +5,7 @@
 
 What it runs: `train_vllm.py`'s own `training.run.run` (the same assembly, search, Trainer, checkpoints,
 metrics and plots), its settings settled by `training.settings.settle` from train_vllm.py's flags, on the
-embedded student, SmolLM2-135M-Instruct (bf16 LoRA r=32, CPU), with
+embedded student, SmolLM2-135M-Instruct (LoRA r=32, CPU; models.yaml's cpu_dtype), with
 
 - teachers: `--reference-teacher only`, i.e. GSM8K's reference solution as the teacher (its next
   line is a "right" step, the line with a number changed a "wrong" one), beside the student's own
