@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import shutil
 import socket
 import sys
 import types
@@ -16,13 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from alphazero_llm.data import PATH_ENV_VAR
 from alphazero_llm.models.embedded import EmbeddedModelMissing, embedded_model_dir
 from alphazero_llm.server import LocalServer
 from alphazero_llm.testing.fake_vllm import fake_vllm_modules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ENV_VAR = "GSM8K_DATA_DIR"
+TOY_SEARCH = {"num_iterations": 2, "num_right": 1, "num_wrong": 1, "num_student": 1, "tokens_per_expansion": 12,
+              "max_depth": 3}  # fmt: skip
 
 
 def is_loopback(host: str) -> bool:
@@ -69,11 +73,11 @@ def missing(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
-    """The real GSM8K files (train.jsonl 7473 rows, test.jsonl 1319), from ../shared/data/gsm8k."""
+    """The real GSM8K files (train.jsonl 7473 rows, test.jsonl 1319): $GSM8K_PATH, else ../shared/data/gsm8k."""
     default = REPO_ROOT.parent / "shared" / "data" / "gsm8k"
-    path = Path(os.environ.get(DATA_ENV_VAR, default))
+    path = Path(os.environ.get(PATH_ENV_VAR) or default)
     if not (path / "train.jsonl").is_file() or not (path / "test.jsonl").is_file():
-        missing(f"GSM8K files not found in {path} (set {DATA_ENV_VAR} to the directory holding train/test.jsonl)")
+        missing(f"GSM8K files not found in {path} (set {PATH_ENV_VAR} to the directory holding train/test.jsonl)")
     return path
 
 
@@ -93,6 +97,20 @@ def smollm_server(smollm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     log_file = tmp_path_factory.mktemp("server") / "server.log"
     with LocalServer(smollm_dir, log_file=log_file) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def toy_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `--config` directory: the shipped one with a smaller CPU search and 48-token evaluation answers, so that
+    a train_vllm.py run through the real CLI takes seconds per example."""
+    out = tmp_path_factory.mktemp("toy_config")
+    for name in ("models.yaml", "teacher_models.yaml"):
+        shutil.copy(REPO_ROOT / "config" / name, out / name)
+    training = yaml.safe_load((REPO_ROOT / "config" / "training.yaml").read_text(encoding="utf-8"))
+    training["cpu"]["mcts"].update(TOY_SEARCH)
+    training["cpu"]["evaluation"] = {"max_new_tokens": 48}  # a one-question evaluation in seconds, not a minute
+    (out / "training.yaml").write_text(yaml.safe_dump(training), encoding="utf-8")
+    return out
 
 
 @pytest.fixture

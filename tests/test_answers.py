@@ -20,6 +20,7 @@ from alphazero_llm.answers import (
     extract_strict,
     parse_number,
 )
+from alphazero_llm.data import PATH_ENV_VAR
 
 JANET = (
     "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
@@ -350,8 +351,8 @@ FLEXIBLE_WITHOUT_MARKER_MIN = 0.99  # measured 0.9917 on the 8,792 solutions
 
 
 def default_gsm8k_dir() -> Path:
-    """../shared/data/gsm8k next to the repository, or $GSM8K_DATA_DIR."""
-    return Path(os.environ.get("GSM8K_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"))
+    """$GSM8K_PATH (the variable the library reads), else ../shared/data/gsm8k next to the repository."""
+    return Path(os.environ.get(PATH_ENV_VAR) or Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k")
 
 
 def load_gsm8k_solutions(directory: Path | None = None) -> list[tuple[str, str]]:
