@@ -18,6 +18,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from alphazero_llm.config import Config, ConfigError, TeacherModelConfig, load_config
 from alphazero_llm.errors import UserError
@@ -42,6 +43,13 @@ def teacher_spec(spec: str) -> TeacherModelConfig:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is two lines, the culprit and where the flags are listed, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {redact(message)}\n({self.prog} --help lists the flags)\n")
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except None: those flags say their real default (config or CPU) in their help."""
 
@@ -51,7 +59,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser(config: Config) -> argparse.ArgumentParser:
     run_cfg, cpu = config.training.run, config.training_on_cpu.run
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="AlphaZero-style MCTS over reasoning steps + GRPO (or legacy) updates of the student.",
         formatter_class=_HelpFormatter,
