@@ -22,12 +22,11 @@ from pathlib import Path
 
 from alphazero_llm.errors import UserError
 from alphazero_llm.models.keys import resolve_api_key
+from alphazero_llm.models.locate import EMBEDDED
 from alphazero_llm.training.checkpoint import CheckpointError, find_latest, select_checkpoint
 from alphazero_llm.training.settings import RunSettings
 
 logger = logging.getLogger(__name__)
-
-EMBEDDED = "embedded"
 
 
 def run_directory(out: Path) -> None:
