@@ -1,11 +1,15 @@
 """Benchmark the GSM8K grader against lm-eval's flexible-extract, in one run, on the same inputs.
 
-    python bench/bench_grader.py [--repeats 5]
+    python bench/bench_grader.py [--repeats 5] [--dataset-path DIR]
 
-Inputs: the labelled completions of tests/test_answers.py (`CASES`) and, when the local GSM8K
-files are present (../shared/data/gsm8k or $GSM8K_DATA_DIR), the 8,792 gold solutions, whole
-and with their `#### N` line removed. Prints throughput (answers per second, median over the
-repeats) of both graders, their ratio, and each grader's agreement with the expected labels.
+Inputs: the labelled completions of tests/test_answers.py (`CASES`) and the 8,792 gold solutions
+of GSM8K's train and test splits, whole and with their `#### N` line removed. GSM8K is found as the
+library finds it (training/run.py): `--dataset-path`, else training.yaml's `dataset.path`, else
+$GSM8K_PATH, else the hub (`GSM8K_PATH=../shared/data/gsm8k` beside the shared data). A local copy
+that is missing or malformed stops the bench (exit 1, one line saying which file); when the hub
+cannot be reached, the bench says so and benchmarks the table only. Prints throughput (answers
+per second, median over the repeats) of both graders, their ratio, and each grader's agreement with
+the expected labels.
 
 The baseline is lm-eval's GSM8K "flexible-extract" filter: the last match of
 `(-?[$0-9.,]{2,})|(-?[0-9]+)`, then exact string match after removing `,`, `$`, everything up
@@ -18,12 +22,15 @@ import argparse
 import importlib.util
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
 from alphazero_llm.answers import answers_match, extract_answer
+from alphazero_llm.config import load_config, override
+from alphazero_llm.data import DataError, Gsm8kSource, load_gsm8k
 
 TESTS_FILE = Path(__file__).resolve().parents[1] / "tests" / "test_answers.py"
 
@@ -50,6 +57,20 @@ def baseline_grade(completion: str, gold: str) -> bool:
 
 def our_grade(completion: str, gold: str) -> bool:
     return answers_match(extract_answer(completion), gold)
+
+
+def gsm8k_source(dataset_path: str | None) -> Gsm8kSource:
+    """Where GSM8K comes from, as the library decides it: the flag, else training.yaml's dataset.path,
+    else $GSM8K_PATH, else the hub."""
+    ds = override(load_config().training.dataset, {"path": dataset_path})
+    return Gsm8kSource.resolve(ds.path, ds.name, ds.config)
+
+
+def gold_solutions(source: Gsm8kSource) -> list[tuple[str, str]]:
+    """(reference solution, gold number) for every row of GSM8K's train and test splits, as the library reads them."""
+    return [
+        (row["info"]["solution"], row["answer"]) for split in ("train", "test") for row in load_gsm8k(split, source)
+    ]
 
 
 def _load_tests_module() -> ModuleType:
@@ -82,15 +103,28 @@ def _agreement(grader: Grader, labelled: Sequence[tuple[str, str, bool]]) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--dataset-path",
+        default=None,
+        help="local GSM8K: a directory holding train.jsonl and test.jsonl, or a pattern with {split} "
+        "(default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub)",
+    )
     args = parser.parse_args()
 
     tests = _load_tests_module()
     table = [(completion, gold, expected) for _, completion, gold, expected in tests.CASES]
     labelled_sets = {"table": table}
+    source = gsm8k_source(args.dataset_path)
+    where = source.path if source.path is not None else f"the hub ({source.name}/{source.config})"
     try:
-        solutions = tests.load_gsm8k_solutions()
-    except FileNotFoundError as error:
-        print(f"GSM8K files not found ({error}); set GSM8K_DATA_DIR. Benchmarking the table only.")
+        solutions = gold_solutions(source)
+    except DataError as error:  # a local copy was asked for and is missing or malformed
+        sys.exit(f"bench_grader: GSM8K not loaded: {error}")
+    except OSError as error:  # the hub: unreachable, or not cached
+        print(
+            f"GSM8K not loaded from {where} ({type(error).__name__}: {error}); pass --dataset-path or set "
+            f"GSM8K_PATH. Benchmarking the table only."
+        )
         solutions = []
     if solutions:
         labelled_sets["gold solutions"] = [(s, g, True) for s, g in solutions]
@@ -99,7 +133,7 @@ def main() -> None:
     items = [(completion, gold) for completion, gold, _ in table] + solutions
     graders: dict[str, Grader] = {"ours": our_grade, "lm-eval flexible": baseline_grade}
     print(
-        f"{len(items)} inputs ({len(table)} table completions + {len(solutions)} gold solutions), "
+        f"{len(items)} inputs ({len(table)} table completions + {len(solutions)} gold solutions from {where}), "
         f"median of {args.repeats} repeats"
     )
     speed = {name: _throughput(grader, items, args.repeats) for name, grader in graders.items()}

@@ -1,6 +1,9 @@
 """PRE throughput: the project's batched scorer against the original per-sample loop, same model, same run.
 
-    python bench/bench_pre.py [--questions 16] [--group 8] [--repeats 3] [--dtype bfloat16]
+    python bench/bench_pre.py [--questions 16] [--group 8] [--repeats 3] [--dtype bfloat16] [--dataset-path DIR]
+
+GSM8K is found as the library finds it (training/run.py): `--dataset-path`, else training.yaml's
+`dataset.path`, else $GSM8K_PATH, else the hub (`GSM8K_PATH=../shared/data/gsm8k` beside the shared data).
 
 Workload: for each of the first `--questions` GSM8K test questions, a group of `--group`
 completions (its gold solution and copies with the reasoning lines shuffled), plus the
@@ -11,7 +14,8 @@ reference solution: what the rubric scores for one question's rollouts.
 - ours: `PerplexityReward.score`, one call per group: length-sorted, right-padded batches,
   the LM head applied only where a completion token is predicted.
 
-Each variant runs in its own subprocess, so that its peak memory (ru_maxrss) is its own.
+Each variant runs in its own subprocess, so that its peak memory (ru_maxrss) is its own; when one
+fails, its command and the tail of its stderr are printed and the bench exits non-zero.
 Prints completion tokens per second (median over repeats), the ratio, peak RSS, and the
 largest difference between the two PRE values (they must agree).
 """
@@ -22,26 +26,52 @@ import argparse
 import json
 import random
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 
-from alphazero_llm.config import load_config
+from alphazero_llm.config import load_config, override
 from alphazero_llm.data import Gsm8kSource, load_gsm8k
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.rewards import PerplexityReward, pre_reward
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+STDERR_TAIL_LINES = 40
 
 
-def workload(questions: int, group: int, data: Path) -> list[dict]:
+def gsm8k_source(dataset_path: str | None) -> Gsm8kSource:
+    """Where GSM8K comes from, as the library decides it: the flag, else training.yaml's dataset.path,
+    else $GSM8K_PATH, else the hub."""
+    ds = override(load_config().training.dataset, {"path": dataset_path})
+    return Gsm8kSource.resolve(ds.path, ds.name, ds.config)
+
+
+def describe(source: Gsm8kSource) -> str:
+    return source.path if source.path is not None else f"the hub ({source.name}/{source.config})"
+
+
+def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last `lines` lines of `text`."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_child(cmd: Sequence[str], name: str) -> str:
+    """The stdout of `cmd`; when it fails, its command and stderr tail go to stderr and the bench exits non-zero."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"$ {shlex.join(cmd)}\n{tail(done.stderr)}", file=sys.stderr)
+        sys.exit(f"bench_pre: the {name!r} variant failed (exit {done.returncode}); its command and stderr are above")
+    return done.stdout
+
+
+def workload(questions: int, group: int, source: Gsm8kSource) -> list[dict]:
     rng = random.Random(0)
     groups = []
-    for row in load_gsm8k("test", Gsm8kSource(path=str(data)), num_examples=questions):
+    for row in load_gsm8k("test", source, num_examples=questions):
         solution = row["info"]["solution"]
         *steps, final = solution.split("\n")
         completions = [solution]
@@ -79,7 +109,7 @@ def run_ours(student: StudentModel, groups: list[dict]) -> list[list[float]]:
 
 
 def variant(name: str, args: argparse.Namespace) -> dict:
-    groups = workload(args.questions, args.group, args.data)
+    groups = workload(args.questions, args.group, gsm8k_source(args.dataset_path))
     student = StudentModel.load(StudentSpec(name="embedded", device="cpu", dtype=args.dtype, lora=False),
                                 load_config().models)  # fmt: skip
     tokens = sum(len(student.tokenizer(t, add_special_tokens=False)["input_ids"])
@@ -101,7 +131,12 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--dataset-path",
+        default=None,
+        help="local GSM8K: a directory holding test.jsonl, or a pattern with {split} "
+        "(default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub)",
+    )
     parser.add_argument("--variant", choices=["naive", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -111,13 +146,13 @@ def main() -> None:
     results = {}
     for name in ("naive", "ours"):
         cmd = [sys.executable, __file__, "--variant", name, *sys.argv[1:]]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[name] = json.loads(run_child(cmd, name).strip().splitlines()[-1])
     naive, ours = results["naive"], results["ours"]
     diff = max(abs(a - b) for ga, gb in zip(naive["values"], ours["values"], strict=True)
                for a, b in zip(ga, gb, strict=True))  # fmt: skip
-    print(f"PRE on {args.questions} questions x ({args.group} completions + reference), {args.dtype}, "
-          f"{naive['tokens']} completion tokens, median of {args.repeats}")  # fmt: skip
+    print(f"PRE on {args.questions} GSM8K test questions from {describe(gsm8k_source(args.dataset_path))} x "
+          f"({args.group} completions + reference), {args.dtype}, {naive['tokens']} completion tokens, "
+          f"median of {args.repeats}")  # fmt: skip
     for name, r in results.items():
         print(f"  {name:6s} {r['tokens'] / r['seconds']:8.0f} tokens/s  ({r['seconds']:.2f} s)"
               f"  peak RSS {r['peak_mib']:.0f} MiB")  # fmt: skip

@@ -1,7 +1,8 @@
 """One GRPO update: the project's `Trainer.update` against TRL's `GRPOTrainer`, same model, same batch, same run.
 
-    python bench/bench_update.py [--group 8] [--repeats 5] [--dtype bfloat16] [--max-completion-tokens 256]
-                                 [--question 2] [--threads 1] [--lora-dropout P] [--seed 0]
+    GSM8K_PATH=../shared/data/gsm8k python bench/bench_update.py [--group 8] [--repeats 5] [--dtype bfloat16]
+        [--max-completion-tokens 256] [--loss-type grpo|bnpo|dr_grpo] [--question 2] [--threads 1]
+        [--lora-dropout P] [--seed 0] [--dataset-path DIR]
 
 Workload: the embedded student (SmolLM2-135M-Instruct, LoRA r=32 from models.yaml, on CPU) and one
 GSM8K test question (`--question`, default 2, whose gold solution is 213 tokens) with `--group`
@@ -10,7 +11,13 @@ each ending with EOS and cut to `--max-completion-tokens`; fixed rewards (gold 1
 seeded). Both sides start from the same adapter weights (seeded, with a non-zero B so that the
 policy differs from the reference and the KL term is not trivially 0) and use training.yaml's
 GRPO and optimiser settings (beta, clip epsilon, learning rate, weight decay, max grad norm,
-micro-batch size) and models.yaml's LoRA dropout (`--lora-dropout` overrides it in both).
+micro-batch size) and models.yaml's LoRA dropout (`--lora-dropout` overrides it in both). One loss
+type (`--loss-type`, default training.yaml's `grpo.loss_type`) and one completion budget
+(`--max-completion-tokens`: our `run.max_completion_tokens`, TRL's `max_completion_length`, which is
+also dr_grpo's constant normaliser) are set once and read by both sides. GSM8K is found as the
+library finds it (training/run.py): `--dataset-path`, else training.yaml's `dataset.path`, else
+$GSM8K_PATH, else the hub (`--dataset-path tests/fixtures/gsm8k_mini` runs offline on 6 questions).
+A failing variant's command and stderr tail are printed, and the bench exits non-zero.
 
 What one step is, per variant (each runs in its own subprocess):
 
@@ -22,9 +29,11 @@ What one step is, per variant (each runs in its own subprocess):
   micro-batch (on-policy, the old log-probs are the policy's own, detached, as TRL's), backward,
   clip, AdamW step.
 - trl: a real `trl.GRPOTrainer` built on the same base model with the same `peft.LoraConfig`
-  (TRL wraps it; its reference is then the adapter disabled too, `ref_model is None`), `loss_type="grpo"`,
-  the same beta / epsilon / optimiser (`adamw_torch`), no gradient checkpointing, no bf16 autocast,
-  `per_device_train_batch_size` = micro-batch, `gradient_accumulation_steps` = group / micro-batch.
+  (TRL wraps it; its reference is then the adapter disabled too, `ref_model is None`), our loss type and
+  `max_completion_length` (`trl_loss_kwargs`: TRL's "grpo", "bnpo" and "dr_grpo" normalise as
+  `training/grpo.py`'s `aggregate` does), the same beta / epsilon / optimiser (`adamw_torch`),
+  no gradient checkpointing, no bf16 autocast, `per_device_train_batch_size` = micro-batch,
+  `gradient_accumulation_steps` = group / micro-batch.
   Its `rollout_func` hands TRL our prompt and completion token ids, and a reward function returns
   the fixed rewards; `trainer.train()` then runs TRL's own code for everything else (advantages,
   reference log-probs under `use_adapter(model, None)`, `_compute_loss` per micro-batch, backward,
@@ -48,13 +57,27 @@ Caveats: on CPU, TRL's fused LM head scores every position (the prompt's too) wi
 fallback, because its compact Triton path is for CUDA/XPU only; on a GPU TRL scores only the
 completion, so these ratios are CPU ratios. Ours runs the prompt once per micro-batch (shared KV
 cache) and the LM head only on completion tokens. The first-step loss and grad norm are a check
-that both sides compute the same update; with LoRA dropout on they differ by the dropout masks.
-With `--lora-dropout 0 --repeats 1 --max-completion-tokens 64` the three grad
-norms agree to 4 digits (0.2244 each) and the losses are 2.7e-4 (ours) vs 2.2e-4 (TRL): bf16
-rounding of the KL term. TRL's advantages use eps 1e-4 where ours use 1e-6 (max difference 5.6e-4).
+that both sides compute the same update: the bench prints each side's, their relative difference,
+and whether the losses agree within `LOSS_RTOL` (1e-3), naming what explains a difference. With
+LoRA dropout on they differ by the dropout masks. In bf16 the first-step loss is not a parity
+check: on-policy the policy term is -sum_i A_i |o_i| / (G L) under dr_grpo (0 when every completion
+is cut to the same length L, and always ~0 under grpo), so the loss is beta * KL, and rounding in
+the bf16 policy and reference forwards moves that small KL by tens of percent, differently on each
+side (ours shares the prompt's KV cache, TRL runs the whole sequence). In float32 the losses agree
+to 1.5e-4, which TRL's advantage eps (1e-4; ours 1e-6; max advantage difference 5.6e-4) explains.
+Measured 2026-12-01, `--lora-dropout 0 --repeats 1 --max-completion-tokens 64`, loss_type dr_grpo
+on every side (all 8 completions cut to 64 tokens), trl and trl+old alike:
+
+    dtype       loss ours   loss trl    rel. diff   gnorm ours  gnorm trl   rel. diff
+    float32     1.21474e-4  1.21493e-4  1.5e-04     0.2246      0.2244      8.9e-04
+    bfloat16    2.67863e-4  2.00152e-4  2.5e-01     0.2257      0.2237      8.9e-03
+
+Before the loss type was shared, TRL ran "grpo" against our configured "dr_grpo": different losses
+(0.043 vs 0.00047).
 
 Results (2026-11-26, this machine: 2 CPU cores, a training run beside it; defaults: prompt 98
-tokens, G=8 completions of 1688 tokens in all, longest 256, bf16, 1 thread):
+tokens, G=8 completions of 1688 tokens in all, longest 256, bf16, 1 thread; loss_type "grpo" on
+both sides then: the loss type changes no pass, so the times and memory stand):
 
     variant      wall s      cpu s   pre-step  step peak     step +  proc peak  loss(1st) gnorm(1st)
     ours          21.50      21.06      906.0     4552.6     3646.5     4552.6    0.00034     0.1299
@@ -88,6 +111,7 @@ import dataclasses
 import json
 import random
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -100,19 +124,22 @@ from typing import Any
 
 import torch
 
-from alphazero_llm.config import Config, load_config, override
+from alphazero_llm.config import Config, DatasetConfig, load_config, override
+from alphazero_llm.config import GRPOConfig as GRPOSettings
 from alphazero_llm.data import Gsm8kSource, Problem, load_gsm8k
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.training.assembly import student_policy
+from alphazero_llm.training.grpo import LOSS_TYPES
 from alphazero_llm.trajectory import Group, Step, Trajectory
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "gsm8k"
-FIXTURE_DATA = REPO / "tests" / "fixtures" / "gsm8k_mini"
 VARIANTS = ("memory", "ours", "trl", "trl+old")
 ADAPTER_SEED = 1234
 ADAPTER_B_STD = 0.01  # LoRA B ~ N(0, 0.01^2): the policy is a little away from the reference
 MIB = 1024 * 1024
+# First-step losses that differ by less than this (relative) agree. With LoRA dropout 0 and float32 both
+# sides compute the same update; what remains is TRL's advantage eps (1e-4, ours 1e-6): measured 1.5e-4.
+LOSS_RTOL = 1e-3
+STDERR_TAIL_LINES = 40
 HEADER = ("variant", "wall s", "cpu s", "pre-step", "step peak", "step +", "proc peak", "loss(1st)", "gnorm(1st)")
 
 
@@ -130,6 +157,61 @@ def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
 
 def model_tensors(*models: torch.nn.Module) -> list[torch.Tensor]:
     return [t for m in models for t in (*m.parameters(), *m.buffers())]
+
+
+def trl_loss_kwargs(grpo: GRPOSettings, max_completion_tokens: int) -> dict[str, Any]:
+    """TRL GRPOConfig arguments that make its loss ours: the same `loss_type` (TRL's "grpo", "bnpo" and
+    "dr_grpo" normalise exactly as `training/grpo.py`'s `aggregate` does), beta, clip epsilon, and
+    `max_completion_length` = our `run.max_completion_tokens` (dr_grpo's constant normaliser, and the cut)."""
+    if grpo.loss_type not in LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {grpo.loss_type!r}; ours: {list(LOSS_TYPES)}")
+    if grpo.entropy_coef != 0.0:
+        raise ValueError(f"TRL's GRPO loss has no entropy bonus; set grpo.entropy_coef to 0, not {grpo.entropy_coef}")
+    if max_completion_tokens <= 0:
+        raise ValueError(f"max_completion_tokens must be positive, got {max_completion_tokens}")
+    return {
+        "loss_type": grpo.loss_type,
+        "beta": grpo.beta,
+        "epsilon": grpo.clip_epsilon,
+        "max_completion_length": max_completion_tokens,
+    }
+
+
+def relative_difference(a: float, b: float) -> float:
+    """|a - b| relative to the larger magnitude; 0 when both are 0."""
+    scale = max(abs(a), abs(b))
+    return 0.0 if scale == 0 else abs(a - b) / scale
+
+
+def losses_agree(ours: float, theirs: float, rtol: float = LOSS_RTOL) -> bool:
+    return relative_difference(ours, theirs) <= rtol
+
+
+def loss_verdict(ours: float, theirs: float, dtype: str, lora_dropout: float) -> str:
+    """Whether two first-step losses agree within LOSS_RTOL, and when not, what this run's settings leave
+    to explain it (dropout masks, bf16 rounding) or that nothing does."""
+    if losses_agree(ours, theirs):
+        return "yes"
+    reasons = []
+    if lora_dropout > 0:
+        reasons.append(f"LoRA dropout {lora_dropout}: the sides draw different masks (--lora-dropout 0)")
+    if dtype != "float32":
+        reasons.append(
+            f"{dtype}: rounding in the policy and reference forwards moves the KL term, all of the first step's "
+            "loss when the completions have equal lengths (--dtype float32)"
+        )
+    return "NO (" + "; ".join(reasons) + ")" if reasons else "NO: the two sides compute different losses"
+
+
+def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last `lines` lines of `text`."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def gsm8k_source(dataset: DatasetConfig) -> Gsm8kSource:
+    """As the library resolves it (training/run.py): dataset.path (set by --dataset-path), else $GSM8K_PATH,
+    else the hub."""
+    return Gsm8kSource.resolve(dataset.path, dataset.name, dataset.config)
 
 
 def fixed_rewards(group: int, seed: int) -> list[float]:
@@ -206,8 +288,11 @@ def fixed_group(
 
 
 def build_workload(student: StudentModel, config: Config, args: argparse.Namespace) -> Workload:
-    data = SHARED_DATA if (SHARED_DATA / "test.jsonl").is_file() else FIXTURE_DATA
-    row = load_gsm8k("test", Gsm8kSource(path=str(data)), num_examples=args.question + 1)[args.question]
+    source = gsm8k_source(config.training.dataset)
+    rows = load_gsm8k("test", source, num_examples=args.question + 1)
+    if len(rows) <= args.question:
+        raise ValueError(f"--question {args.question}: the test split of {source} has only {len(rows)} rows")
+    row = rows[args.question]
     problem = Problem.from_row(row)
     policy = student_policy(student, config, args.seed)  # the run's prompt: what the search and the loss use
     prompt_ids = policy.prompt_ids(problem)
@@ -216,7 +301,8 @@ def build_workload(student: StudentModel, config: Config, args: argparse.Namespa
         problem, prompt_ids, variant_texts(problem.solution, args.group, args.seed), rewards, student.tokenizer
     )
     eos = student.tokenizer.eos_token_id
-    completions = [[*t.completion_ids, eos][: args.max_completion_tokens] for t in group.trajectories]
+    budget = config.training.run.max_completion_tokens
+    completions = [[*t.completion_ids, eos][:budget] for t in group.trajectories]
     return Workload(problem, policy.chat(problem), group, list(prompt_ids), completions, rewards)
 
 
@@ -286,10 +372,12 @@ def run_ours(args: argparse.Namespace, config: Config) -> StepReport:
                 "run.save_every": 1,
                 "run.log_interval": 1,
                 "run.loss": "grpo",
-                "run.max_completion_tokens": args.max_completion_tokens,
             },
         )
         trainer = Trainer(student, fixed, [work.problem], training)
+        report.extra.update(
+            loss_type=trainer.config.grpo.loss_type, max_completion_length=trainer.run_config.max_completion_tokens
+        )
         batch = trainer.batch(trainer.source(work.problem, trainer.rng, 0))
         if batch.completion_ids != work.completion_ids or batch.prompt_ids != work.prompt_ids:
             raise RuntimeError("the Trainer's batch is not the workload TRL is given")
@@ -320,7 +408,7 @@ def trl_config(args: argparse.Namespace, config: Config, output_dir: Path, steps
     """TRL's GRPOConfig with our GRPO and optimiser settings, on CPU, without what ours does not do."""
     from trl import GRPOConfig
 
-    grpo, opt = config.training.grpo, config.training.optimizer
+    opt = config.training.optimizer
     micro = opt.micro_batch_size
     if args.group % micro:
         raise ValueError(f"--group ({args.group}) must be a multiple of the micro-batch size ({micro})")
@@ -328,8 +416,8 @@ def trl_config(args: argparse.Namespace, config: Config, output_dir: Path, steps
         output_dir=str(output_dir), report_to="none", use_cpu=True, bf16=False, fp16=False,
         gradient_checkpointing=False, seed=args.seed, max_steps=steps, logging_steps=1, save_strategy="no",
         disable_dropout=False, per_device_train_batch_size=micro, gradient_accumulation_steps=args.group // micro,
-        num_generations=args.group, num_iterations=iterations, max_completion_length=args.max_completion_tokens,
-        beta=grpo.beta, epsilon=grpo.clip_epsilon, loss_type="grpo", optim="adamw_torch",
+        num_generations=args.group, num_iterations=iterations, optim="adamw_torch",
+        **trl_loss_kwargs(config.training.grpo, config.training.run.max_completion_tokens),
         learning_rate=opt.learning_rate, weight_decay=opt.weight_decay, max_grad_norm=opt.max_grad_norm,
         warmup_steps=opt.warmup_steps, dataloader_num_workers=0,
     )  # fmt: skip
@@ -399,6 +487,7 @@ def run_trl(args: argparse.Namespace, config: Config, old_logprobs: bool) -> Ste
         report.model_bytes = unique_storage_bytes(model_tensors(trainer.model))
         report.extra["ref_model_is_none"] = trainer.ref_model is None
         report.extra["ref_adapter"] = "ref" in getattr(trainer.model, "peft_config", {})
+        report.extra.update(loss_type=trainer.loss_type, max_completion_length=trainer.max_completion_length)
         score = trainer._generate_and_score_completions  # TRL's own; wrapped only to note that it ran
 
         def scored(inputs: Any) -> Any:
@@ -450,6 +539,16 @@ def run_variant(args: argparse.Namespace) -> None:
     if args.lora_dropout is not None:
         lora = dataclasses.replace(config.models.lora, dropout=args.lora_dropout)
         config = dataclasses.replace(config, models=dataclasses.replace(config.models, lora=lora))
+    # One loss type, one completion budget and one data source, read by both sides from here.
+    training = override(
+        config.training,
+        {
+            "grpo.loss_type": args.loss_type,
+            "run.max_completion_tokens": args.max_completion_tokens,
+            "dataset.path": args.dataset_path,
+        },
+    )
+    config = dataclasses.replace(config, training=training)
     if args.variant == "memory":
         result: dict[str, Any] = run_memory(args, config)
     elif args.variant == "ours":
@@ -465,7 +564,8 @@ def spawn(variant: str, argv: Sequence[str]) -> dict[str, Any]:
         cmd = [sys.executable, __file__, *argv, "--variant", variant, "--out", str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"variant {variant} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+            print(f"$ {shlex.join(cmd)}\n{tail(done.stderr)}", file=sys.stderr)
+            sys.exit(f"bench_update: the {variant!r} variant failed (exit {done.returncode}); see its stderr above")
         return json.loads(out.read_text())
 
 
@@ -534,6 +634,31 @@ def check_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def loss_lines(runs: dict[str, dict[str, Any]], dtype: str, lora_dropout: float) -> list[str]:
+    """Each TRL variant's first-step loss and grad norm against ours: relative differences, and whether the
+    losses agree."""
+    ours = runs["ours"]
+    settings = {name: (r["extra"]["loss_type"], r["extra"]["max_completion_length"]) for name, r in runs.items()}
+    if len(set(settings.values())) == 1:
+        loss_type, length = settings["ours"]
+        same = f"loss_type {loss_type!r} and max_completion_length {length} on every side"
+    else:
+        same = f"NOT the same loss on every side: (loss_type, max_completion_length) {settings}"
+    lines = [f"first step, {same}:"]
+    for name in ("trl", "trl+old"):
+        theirs = runs[name]
+        loss, norm = (ours["first_loss"], theirs["first_loss"]), (ours["first_grad_norm"], theirs["first_grad_norm"])
+        lines.append(
+            f"  loss ours {loss[0]:.6g}, {name} {loss[1]:.6g}: relative difference {relative_difference(*loss):.1e}; "
+            f"agree within {LOSS_RTOL:g}: {loss_verdict(*loss, dtype, lora_dropout)}"
+        )
+        lines.append(
+            f"  grad norm ours {norm[0]:.6g}, {name} {norm[1]:.6g}: relative difference "
+            f"{relative_difference(*norm):.1e}"
+        )
+    return lines
+
+
 def memory_lines(memory: dict[str, Any]) -> list[str]:
     base = memory["student"]
 
@@ -558,6 +683,18 @@ def main() -> None:
     parser.add_argument("--max-completion-tokens", type=int, default=256)
     parser.add_argument("--question", type=int, default=2, help="index in the GSM8K test split")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--loss-type",
+        choices=LOSS_TYPES,
+        default=load_config().training.grpo.loss_type,
+        help="grpo.loss_type for both sides (default: training.yaml's)",
+    )
+    parser.add_argument(
+        "--dataset-path",
+        default=None,
+        help="local GSM8K: a directory holding test.jsonl, or a pattern with {split} "
+        "(default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub)",
+    )
     parser.add_argument("--lora-dropout", type=float, help="override models.yaml's LoRA dropout (0: deterministic)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared CPU)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -569,7 +706,14 @@ def main() -> None:
     argv = sys.argv[1:]
     memory = spawn("memory", argv)
     runs = {name: spawn(name, argv) for name in ("ours", "trl", "trl+old")}
-    print("\n".join([*step_table(args, runs), *check_lines(runs), *memory_lines(memory)]))
+    dropout = load_config().models.lora.dropout if args.lora_dropout is None else args.lora_dropout
+    report = [
+        *step_table(args, runs),
+        *loss_lines(runs, args.dtype, dropout),
+        *check_lines(runs),
+        *memory_lines(memory),
+    ]
+    print("\n".join(report))
 
 
 if __name__ == "__main__":
