@@ -233,7 +233,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
         config = load_config(config_directory(known.config))
     except ConfigError as exc:
         _print_error(exc)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_USAGE) from None
     parser = build_parser(config)
     args = parser.parse_args(argv)
     for flag in ("num_examples", "save_every", "log_interval"):
