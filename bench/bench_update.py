@@ -65,13 +65,20 @@ is cut to the same length L, and always ~0 under grpo), so the loss is beta * KL
 the bf16 policy and reference forwards moves that small KL by tens of percent, differently on each
 side (ours shares the prompt's KV cache, TRL runs the whole sequence). In float32 the losses agree
 to 1.5e-4, which TRL's advantage eps (1e-4; ours 1e-6; max advantage difference 5.6e-4) explains.
-Measured 2026-12-01, `--lora-dropout 0 --repeats 1 --max-completion-tokens 64`, loss_type dr_grpo
-on every side (all 8 completions cut to 64 tokens), trl and trl+old alike:
+Measured 2026-12-01, `--lora-dropout 0 --repeats 1`, trl and trl+old alike (the same first step):
 
-    dtype       loss ours   loss trl    rel. diff   gnorm ours  gnorm trl   rel. diff
-    float32     1.21474e-4  1.21493e-4  1.5e-04     0.2246      0.2244      8.9e-04
-    bfloat16    2.67863e-4  2.00152e-4  2.5e-01     0.2257      0.2237      8.9e-03
+    dtype     loss type  tokens  loss ours   loss trl    rel. diff  gnorm ours  gnorm trl  rel. diff
+    bfloat16  dr_grpo    64      2.67863e-4  2.00152e-4  2.5e-01    0.2257      0.2237     8.9e-03
+    float32   dr_grpo    64      1.21474e-4  1.21493e-4  1.5e-04    0.2246      0.2244     1.2e-03
+    float32   grpo       64      1.21504e-4  1.21504e-4  0.0e+00    0.2246      0.2244     1.2e-03
+    float32   bnpo       64      1.21474e-4  1.21493e-4  1.5e-04    0.2246      0.2244     1.2e-03
+    float32   dr_grpo    256     3.64664e-2  3.64525e-2  3.8e-04    0.1047      0.1028     1.8e-02
 
+("tokens": `--max-completion-tokens`; at 64 all 8 completions are cut to 64 tokens, so the three loss
+types differ only by rounding; at 256 they have 1688 tokens in all and dr_grpo's policy term is the
+loss.) The grad norms differ by up to 1.8% in float32, more than the losses; our log-probs' gradient
+through the shared prompt KV cache matches a whole-sequence forward's to 9e-5 (relative, float32),
+so that gap is not in our scoring path and is not explained here.
 Before the loss type was shared, TRL ran "grpo" against our configured "dr_grpo": different losses
 (0.043 vs 0.00047).
 
@@ -96,6 +103,11 @@ both sides then: the loss type changes no pass, so the times and memory stand):
     ours, after ReferencePolicy                    293.8 MiB  (+0.0 MiB, 0 bytes)
     seed's reference: copy.deepcopy(model)         587.7 MiB  (+293.8 MiB, 308106112 bytes), RSS +305.1
     ours, snapshot adapter (update_ref_every>0)    331.1 MiB  (+37.3 MiB, 39075840 bytes)
+
+On 2026-12-01 (a 2-core AMD EPYC without bf16 instructions) bf16 ran about 15x slower than float32
+(ours 156 s vs 10 s a step at 64 tokens); float32 at the defaults (256 tokens, `--repeats 1`) gave
+ours 38.0 s, trl 69.4 s, trl+old 95.2 s a step: ours / trl 0.55x, ours / trl+old 0.40x, step peak
+0.72x / 0.70x, as above.
 
 Ours ran a separate no-grad forward for the old log-probs until commit dff3295 (then 28.65 s CPU,
 0.75x TRL's); on-policy that forward gave the current policy's log-probs again, so it was dropped.
