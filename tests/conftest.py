@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alphazero_llm import svamp
 from alphazero_llm.data import PATH_ENV_VAR
 from alphazero_llm.models.embedded import EmbeddedModelMissing, embedded_model_dir
 from alphazero_llm.server import LocalServer
@@ -79,6 +80,16 @@ def gsm8k_dir() -> Path:
     if not (path / "train.jsonl").is_file() or not (path / "test.jsonl").is_file():
         missing(f"GSM8K files not found in {path} (set {PATH_ENV_VAR} to the directory holding train/test.jsonl)")
     return path
+
+
+@pytest.fixture(scope="session")
+def svamp_file() -> Path:
+    """The real SVAMP.json (1,000 records): $SVAMP_PATH (the file or its directory), else ../shared/data/svamp."""
+    path = Path(os.environ.get(svamp.PATH_ENV_VAR) or REPO_ROOT.parent / "shared" / "data" / "svamp")
+    file = path / svamp.FILE_NAME if path.is_dir() else path
+    if not file.is_file():
+        missing(f"SVAMP not found at {file} (set {svamp.PATH_ENV_VAR} to SVAMP.json or its directory)")
+    return file
 
 
 @pytest.fixture(scope="session")

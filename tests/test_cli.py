@@ -149,3 +149,19 @@ def test_bad_values_are_usage_errors(capsys: pytest.CaptureFixture[str]):
     assert "--save-every must be positive" in usage_error(["--save-every", "0"], capsys)
     assert "--eval-size must be >= -1" in usage_error(["--eval-size", "-2"], capsys)
     assert "--keep-last must be >= 0" in usage_error(["--keep-last", "-1"], capsys)
+
+
+def test_source_and_dataset_flags():
+    """--source picks the trajectory source; sft takes the legacy loss; the baselines ask no teacher."""
+    assert settings_for(["--device", "cpu"]).training.run.source == "mcts"
+    sample = settings_for(["--source", "sample", "--dataset", "svamp"])
+    assert sample.training.run.source == "sample" and sample.training.dataset.kind == "svamp"
+    assert not sample.teachers.uses_llm and not sample.teachers.reference
+    sft = settings_for(["--source", "sft"])
+    assert sft.training.run.loss == "legacy" and not sft.teachers.uses_llm
+    with pytest.raises(ValueError, match="GRPO advantage is 0"):
+        settings_for(["--source", "sft", "--use-grpo"])
+    with pytest.raises(ValueError, match="asks no teacher"):
+        settings_for(["--source", "sample", "--reference-teacher", "only"])
+    with pytest.raises(ValueError, match="SVAMP's split is fixed"):
+        settings_for(["--dataset", "svamp", "--dev-size", "10"])

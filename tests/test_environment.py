@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,18 @@ def test_another_environment_can_reuse_the_rubric():
 def test_rubric_rejects_negative_weights():
     with pytest.raises(ValueError, match="must be >= 0"):
         build_rubric(hre_weight=-1.0)
+
+
+def test_svamp_is_a_dataset_of_the_environment(svamp_file: Path):
+    """`dataset="svamp"`: training rows from SVAMP's train split, evaluation rows the first of its test split."""
+    from alphazero_llm.data import dataset_splits
+
+    env = load_environment(dataset="svamp", dataset_path=str(svamp_file), num_eval_examples=5, num_train_examples=-1)
+    config = load_config().training.dataset
+    splits = dataset_splits(dataclasses.replace(config, kind="svamp", path=str(svamp_file), num_train_examples=-1), 42)
+    assert [r["id"] for r in env.eval_dataset["info"]] == [r["info"]["id"] for r in splits.test[:5]]
+    assert len(env.dataset) == len(splits.train) == 599
+    assert not {r["id"] for r in env.dataset["info"]} & {r["info"]["id"] for r in splits.dev + splits.test}
+    assert env.eval_dataset[0]["prompt"][-1]["content"] == splits.test[0]["question"]
+    with pytest.raises(ValueError, match=r"dataset\.kind must be gsm8k or svamp"):
+        load_environment(dataset="mathqa", dataset_path=str(svamp_file))

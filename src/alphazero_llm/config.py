@@ -208,6 +208,7 @@ class TeachersConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    kind: Literal["gsm8k", "svamp"]  # which data set (data.dataset_splits)
     name: str
     config: str
     train_split: str
@@ -220,6 +221,7 @@ class DatasetConfig:
     shuffle: bool
 
     def __post_init__(self) -> None:
+        _require(self.kind in ("gsm8k", "svamp"), f"dataset.kind must be gsm8k or svamp, got {self.kind!r}")
         _require(self.num_train_examples >= -1, "num_train_examples must be -1 (all) or >= 0")
         _require(self.num_dev_examples >= 0, "num_dev_examples must be >= 0")
         _require(self.num_eval_examples >= -1, "num_eval_examples must be -1 (all) or >= 0")
@@ -315,6 +317,18 @@ class GRPOConfig:
 
 
 @dataclass(frozen=True)
+class SampleConfig:
+    """`--source sample` (plain GRPO, `training.baselines.SampleSource`): answers per question and their length."""
+
+    group_size: int
+    max_new_tokens: int
+
+    def __post_init__(self) -> None:
+        _require(self.group_size >= 2, "sample.group_size must be >= 2 (GRPO's advantages compare a group)")
+        _require(self.max_new_tokens > 0, "sample.max_new_tokens must be positive")
+
+
+@dataclass(frozen=True)
 class LegacyConfig:
     min_reward_threshold: float
     kl_weight: float
@@ -347,6 +361,7 @@ class RunConfig:
     save_every: int
     log_interval: int
     loss: Literal["grpo", "legacy"]
+    source: Literal["mcts", "sample", "sft"]  # where each example's trajectories come from (training.sources)
     report_to: Literal["none", "wandb", "tensorboard"]
     keep_last: int  # checkpoints kept (older ones are pruned); 0 keeps all
     save_trees_every: int  # an HTML page of example 1's tree and every Nth's (JSON: every tree); 0: no HTML
@@ -354,6 +369,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(self.num_examples > 0, "num_examples must be positive")
+        _require(
+            self.source in ("mcts", "sample", "sft"), f"run.source must be mcts, sample or sft, not {self.source!r}"
+        )
+        _require(
+            self.source != "sft" or self.loss == "legacy",
+            "run.source sft trains on one reference solution per question, whose GRPO advantage is 0: use the legacy "
+            "loss (its NLL weighted by the reward)",
+        )
         _require(self.save_every > 0, "save_every must be positive")
         _require(self.log_interval > 0, "log_interval must be positive")
         _require(self.keep_last >= 0, "keep_last must be >= 0 (0: keep all)")
@@ -373,6 +396,7 @@ class TrainingConfig:
     legacy: LegacyConfig
     optimizer: OptimizerConfig
     run: RunConfig
+    sample: SampleConfig
 
 
 @dataclass(frozen=True)

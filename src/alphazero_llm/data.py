@@ -1,4 +1,4 @@
-"""GSM8K rows for verifiers and for training.
+"""GSM8K rows (and, through `svamp`, SVAMP's) for verifiers and for training.
 
 Every row comes out as::
 
@@ -20,7 +20,9 @@ with `question` and `answer`, the answer being the reference solution ending in
 Three disjoint splits (`load_splits`): **train** (trained on), **dev** (taken from the
 data set's train split by a seeded draw that does not depend on the run's seed or
 size, never trained on; every tuning choice is made on it) and **test** (the data
-set's test split, reported once per configuration).
+set's test split, reported once per configuration). SVAMP ships no split: `svamp.split`
+draws all three from its one file. `dataset_splits` gives either data set's splits, as
+`dataset.kind` names it.
 """
 
 from __future__ import annotations
@@ -184,11 +186,12 @@ def load_gsm8k(
 
 @dataclass(frozen=True)
 class Splits:
-    """Three disjoint lists of rows (module docstring)."""
+    """Three disjoint lists of rows (module docstring), and where they came from (for messages)."""
 
     train: list[dict[str, Any]]
     dev: list[dict[str, Any]]
     test: list[dict[str, Any]]
+    source: str = ""
 
     def named(self, split: str) -> list[dict[str, Any]]:
         if split not in ("train", "dev", "test"):
@@ -210,13 +213,34 @@ def load_splits(source: Gsm8kSource, config: DatasetConfig, seed: int) -> Splits
     drawn = random.Random(config.split_seed).sample(range(len(pool)), len(pool))
     dev = [pool[i] for i in sorted(drawn[:num_dev])]
     train = [pool[i] for i in sorted(drawn[num_dev:])]
+    test = list(load_gsm8k(config.eval_split, source))
+    return _checked(_cut(train, config, seed), dev, test, str(source))
+
+
+def dataset_splits(config: DatasetConfig, seed: int) -> Splits:
+    """train / dev / test of the data set `config.kind` names: GSM8K (`load_splits`, from `config.path`, else
+    `$GSM8K_PATH`, else the hub) or SVAMP (`svamp.split` of `config.path`, else `$SVAMP_PATH`), the train rows
+    shuffled with `seed` (when `config.shuffle`) and cut to `config.num_train_examples`."""
+    if config.kind == "gsm8k":
+        return load_splits(Gsm8kSource.resolve(config.path, config.name, config.config), config, seed)
+    from alphazero_llm import svamp
+
+    file = svamp.resolve_file(config.path)
+    parts = svamp.split(svamp.read_rows(file), config.split_seed, file)
+    sizes = (len(parts.train), len(parts.dev), len(parts.test))
+    logger.info("Loaded SVAMP from %s: %d train, %d dev, %d test rows", file, *sizes)
+    return _checked(_cut(parts.train, config, seed), parts.dev, parts.test, str(file))
+
+
+def _cut(train: list[dict[str, Any]], config: DatasetConfig, seed: int) -> list[dict[str, Any]]:
     if config.shuffle:
         random.Random(seed).shuffle(train)
-    if config.num_train_examples != -1:
-        train = train[: config.num_train_examples]
-    test = list(load_gsm8k(config.eval_split, source))
+    return train if config.num_train_examples == -1 else train[: config.num_train_examples]
+
+
+def _checked(train: list[dict[str, Any]], dev: list[dict[str, Any]], test: list[dict[str, Any]], source: str) -> Splits:
     held_out = {r["question"] for r in dev} | {r["question"] for r in test}
     leaked = sum(1 for r in train if r["question"] in held_out)
     if leaked:
         raise DataError(f"{leaked} training questions are also dev or test questions in {source}")
-    return Splits(train, dev, test)
+    return Splits(train, dev, test, source)

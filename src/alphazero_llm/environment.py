@@ -1,4 +1,4 @@
-"""The verifiers environment: GSM8K, a `#### N` system prompt, and the HRE(+PRE) rubric."""
+"""The verifiers environment: GSM8K (or SVAMP: `dataset="svamp"`), a `#### N` system prompt, the HRE(+PRE) rubric."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import verifiers as vf
 from datasets import Dataset
 
 from alphazero_llm.config import Config, ModelsConfig, build, load_config, override
-from alphazero_llm.data import Gsm8kSource, load_gsm8k, load_splits
+from alphazero_llm.data import dataset_splits
 from alphazero_llm.models.prompts import question_messages
 from alphazero_llm.rewards import Gsm8kParser, PerplexityReward, build_rubric
 
@@ -24,6 +24,7 @@ class EnvArgs:
     tier: str | None = None
     use_student_model: bool = False
     student_model: str | None = None
+    dataset: str | None = None  # "gsm8k" or "svamp" (training.yaml's dataset.kind)
     num_train_examples: int | None = None
     num_eval_examples: int | None = None
     num_dev_examples: int | None = None
@@ -48,6 +49,7 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
         config.training,
         {
             "seed": args.seed,
+            "dataset.kind": args.dataset,
             "dataset.path": args.dataset_path,
             "dataset.num_train_examples": args.num_train_examples,
             "dataset.num_eval_examples": args.num_eval_examples,
@@ -59,16 +61,16 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
     )
     pre = shared_perplexity_reward(args.student_model, config.models) if args.use_student_model else None
     data, system_prompt = training.dataset, training.environment.system_prompt
-    source = Gsm8kSource.resolve(data.path, data.name, data.config)
 
     def with_prompt(dataset):  # the student's one chat prompt (prompts.question_messages)
         return dataset.map(lambda row: {"prompt": question_messages(row["question"], system_prompt)})
 
-    # The training rows exclude the dev split, as train_vllm.py's do (data.load_splits).
-    splits = load_splits(source, data, training.seed)
+    # The training rows exclude the dev split, as train_vllm.py's do (data.dataset_splits).
+    splits = dataset_splits(data, training.seed)
     dataset = Dataset.from_list(splits.train)
     # vf-eval shuffles on request (--shuffle); the test split stays in order, comparable across runs.
-    eval_dataset = load_gsm8k(data.eval_split, source, data.num_eval_examples)
+    test = splits.test if data.num_eval_examples == -1 else splits.test[: data.num_eval_examples]
+    eval_dataset = Dataset.from_list(test)
     parser = Gsm8kParser()
     env = training.environment
     rubric = build_rubric(hre_weight=env.hre_weight, pre_weight=env.pre_weight, pre=pre, parser=parser)

@@ -132,6 +132,10 @@ class StudentPolicy:
                 steps.append(ProposedStep(text, self.name, (self.name,), source="student", token_ids=ids))
         return steps
 
+    async def answers(self, problem: Problem, sampling: Sampling, n: int) -> list[list[int]]:
+        """`n` whole answers to `problem` sampled with `sampling`, as token ids (plain GRPO's group)."""
+        return await self._sample(problem, Partial(""), sampling, n)
+
     async def finish(self, problem: Problem, partials: Sequence[Partial]) -> list[str]:
         """The student's continuation of each partial solution to the end of its answer (or the rollout
         budget), sampled in one batch."""

@@ -10,6 +10,8 @@ instead of wiring the search themselves:
   server, the reference solution) and the LLM ensemble behind it.
 - `terminal_checker(...)`: rules, or rules then an API model.
 - `mcts_source(...)`: the `MCTSSource` of a run; `sources.search_parts` builds one search's parts.
+- `trajectory_source(...)`: the source `run.source` names, the tree's or a baseline's
+  (`training.baselines`: plain GRPO sampling, SFT on the reference solutions).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from alphazero_llm.models.student import StudentModel
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.server import LocalServer
+from alphazero_llm.training.baselines import SampleSource, SFTSource
 from alphazero_llm.training.engine import VLLMAdapterSync
 from alphazero_llm.training.settings import RunSettings
-from alphazero_llm.training.sources import MCTSSource
+from alphazero_llm.training.sources import MCTSSource, TrajectorySource
 from alphazero_llm.training.trees import TREES_DIR, TreeWriter
 
 logger = logging.getLogger(__name__)
@@ -182,3 +185,22 @@ def mcts_source(
         on_search=TreeWriter(settings.checkpoint_dir / TREES_DIR, config.training.run.save_trees_every),
     )
     return source, ensemble
+
+
+def trajectory_source(
+    settings: RunSettings,
+    stack: ExitStack,
+    loop: asyncio.AbstractEventLoop,
+    student: StudentModel,
+    sync: VLLMAdapterSync | None = None,
+) -> tuple[TrajectorySource, TeacherEnsemble | None]:
+    """The run's trajectory source, as `run.source` names it, and its LLM teacher ensemble (only the tree's)."""
+    config = settings.config
+    training = config.training
+    if training.run.source == "mcts":
+        return mcts_source(settings, stack, loop, student, sync)
+    make_policy = policy_factory(student, config, sync)
+    if training.run.source == "sft":
+        return SFTSource(make_policy), None
+    terminal = TerminalChecker.rules_only(config.teachers.terminal_checker)
+    return SampleSource(loop, make_policy, terminal, training.rewards, training.sample, config.models), None

@@ -123,7 +123,7 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "--eval-size",
         type=int,
         default=None,
-        help="GSM8K test questions for the before/after greedy evaluation; -1: all "
+        help="held-out questions (of --eval-split) for the before/after greedy evaluation; -1: all "
         f"(default: {config.training.dataset.num_eval_examples}; "
         f"{config.training_on_cpu.dataset.num_eval_examples} on CPU)",
     )
@@ -183,15 +183,31 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "--reference-teacher",
         choices=["off", "also", "only"],
         default="off",
-        help="GSM8K's reference solution as a teacher: its next line is a 'right' step, the line with a number "
+        help="the data set's reference solution as a teacher: its next line is a 'right' step, the line with a number "
         "changed a 'wrong' one. 'also' adds it to the LLM teachers; 'only' makes it the sole teacher (no API key, "
         "no server)",
+    )
+    parser.add_argument(
+        "--source",
+        choices=["mcts", "sample", "sft"],
+        default=None,
+        help="where each example's trajectories come from: mcts (the tree search with teachers), sample (plain "
+        "GRPO: sample.group_size answers of the student, no tree, no teachers) or sft (the reference solution, "
+        f"legacy NLL loss) (default: {run_cfg.source})",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=["gsm8k", "svamp"],
+        default=None,
+        help="the data set trained on and evaluated; svamp's 600 / 100 / 300 train / dev / test split is drawn "
+        f"from its one file (default: {config.training.dataset.kind})",
     )
     parser.add_argument(
         "--dataset-path",
         default=None,
         help="local GSM8K: a directory holding train.jsonl and test.jsonl, or a pattern naming each split's file "
-        "(data/gsm8k_{split}.jsonl) (default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub)",
+        "(data/gsm8k_{split}.jsonl) (default: training.yaml's dataset.path, else $GSM8K_PATH, else the hub); "
+        "local SVAMP: SVAMP.json or its directory (default: $SVAMP_PATH)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(

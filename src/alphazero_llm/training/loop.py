@@ -255,7 +255,9 @@ class Trainer:
         group = self.source(problem, self.rng, self.step)
         record: dict[str, Any] = {"step": self.step + 1, "question_index": index, "problem_id": problem.id}
         record.update(group_stats(group))
-        record.update(self.update(self.batch(group)))
+        batch = self.batch(group)
+        record["grad_tokens"] = sum(len(ids) for ids in batch.completion_ids)  # the tokens the loss scores
+        record.update(self.update(batch))
         self.step += 1
         self.reference.after_example(self.step)
         record["lr"] = self.scheduler.get_last_lr()[0]

@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from alphazero_llm.config import Config
-from alphazero_llm.data import DataError, Gsm8kSource, Problem, load_splits
+from alphazero_llm.config import Config, TrainingConfig
+from alphazero_llm.data import DataError, Problem, dataset_splits
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.rewards import PerplexityReward
 from alphazero_llm.training import preflight
-from alphazero_llm.training.assembly import mcts_source
+from alphazero_llm.training.assembly import trajectory_source
 from alphazero_llm.training.checkpoint import find_latest, sha256_file
 from alphazero_llm.training.engine import VLLM_ADAPTER_DIR, VLLMAdapterSync, start_engine
 from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, write_answers
@@ -80,20 +80,16 @@ def run(settings: RunSettings) -> int:
     preflight.student_source(settings.student)
     preflight.teacher_keys(settings)
     ds, seed = training.dataset, training.seed
-    source = Gsm8kSource.resolve(ds.path, ds.name, ds.config)
-    splits = load_splits(source, ds, seed)
+    splits = dataset_splits(ds, seed)
     problems = [Problem.from_row(row) for row in splits.train]
     held_out = splits.named(training.evaluation.split)
     eval_rows = held_out if ds.num_eval_examples == -1 else held_out[: ds.num_eval_examples]
     if not problems:
-        raise DataError(f"no training rows in {source}")
+        raise DataError(f"no training rows in {splits.source}")
     start = preflight.resume_point(settings)
-    mcts = training.mcts
     logger.info(
-        "run: %d examples, %s loss, device %s, search %d iterations x (%d right, %d wrong, %d student) steps of %d "
-        "tokens, depth %d",
-        training.run.num_examples, training.run.loss, settings.device, mcts.num_iterations,
-        mcts.num_right, mcts.num_wrong, mcts.num_student, mcts.tokens_per_expansion, mcts.max_depth,
+        "run: %d %s examples, %s loss, device %s, source %s", training.run.num_examples, ds.kind,
+        training.run.loss, settings.device, _describe_source(training),
     )  # fmt: skip
     # --seed fixes everything drawn from torch's generator: the LoRA initialisation here, dropout in training.
     torch.manual_seed(seed)
@@ -103,7 +99,7 @@ def run(settings: RunSettings) -> int:
     with ExitStack() as stack:
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)
-        trajectories, ensemble = mcts_source(settings, stack, loop, student, sync)
+        trajectories, ensemble = trajectory_source(settings, stack, loop, student, sync)
         reporter = make_reporter(training.run.report_to, out, _run_config(settings))
         metrics = MetricsLog(out / "metrics.jsonl", reporters=[reporter] if reporter else [])
         trainer = Trainer(
@@ -134,6 +130,18 @@ def run(settings: RunSettings) -> int:
         logger.info("summary:\n%s", summary_table(trainer.metrics.records, extra))
         logger.info("wrote checkpoints, %s and %d plots under %s", trainer.metrics.path.name, len(plots), out)
     return 0
+
+
+def _describe_source(training: TrainingConfig) -> str:
+    source, mcts, sample = training.run.source, training.mcts, training.sample
+    if source == "mcts":
+        return (
+            f"mcts: {mcts.num_iterations} iterations x ({mcts.num_right} right, {mcts.num_wrong} wrong, "
+            f"{mcts.num_student} student) steps of {mcts.tokens_per_expansion} tokens, depth {mcts.max_depth}"
+        )
+    if source == "sample":
+        return f"sample (plain GRPO): {sample.group_size} answers of at most {sample.max_new_tokens} tokens"
+    return "sft: the reference solutions"
 
 
 def _before(

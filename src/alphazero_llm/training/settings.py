@@ -108,10 +108,16 @@ def settle(
     has_vllm = vllm_installed() if has_vllm is None else has_vllm
     config = config.for_device(device)
     loss = "grpo" if args.use_grpo else "legacy" if args.use_legacy else None
+    source = args.source or config.training.run.source
+    if source == "sft" and loss is None:
+        loss = "legacy"  # the reference solution's NLL; GRPO has no advantage to learn from in a group of one
+    if args.dev_size is not None and (args.dataset or config.training.dataset.kind) == "svamp":
+        raise ValueError("--dev-size: SVAMP's split is fixed (600 train / 100 dev / 300 test, svamp.py)")
     training = override(
         config.training,
         {
             "seed": args.seed,
+            "dataset.kind": args.dataset,
             "dataset.path": args.dataset_path,
             "dataset.num_eval_examples": args.eval_size,
             "dataset.num_dev_examples": args.dev_size,
@@ -122,6 +128,7 @@ def settle(
             "run.save_every": args.save_every,
             "run.log_interval": args.log_interval,
             "run.loss": loss,
+            "run.source": args.source,
             "run.report_to": args.report_to,
             "run.keep_last": args.keep_last,
             "run.save_trees_every": args.save_trees_every,
@@ -129,11 +136,18 @@ def settle(
     )
     models = config.models
     tier = args.tier if args.tier is not None else config.teachers.default_tier
+    if source == "mcts":
+        teachers = choose_teachers(config.teachers, tier, args.teacher, args.local_teacher, env, args.reference_teacher)
+    elif args.local_teacher or args.teacher or args.reference_teacher != "off":
+        raise ValueError(f"--source {source} asks no teacher; --local-teacher, --teacher and --reference-teacher "
+                         "are for --source mcts")  # fmt: skip
+    else:
+        teachers = TeacherChoice(False, None, (), f"--source {source}: no teacher")
     return RunSettings(
         config=dataclasses.replace(config, training=training),
         device=device,
         student=args.student or (models.student.cpu_name if device == "cpu" else models.student.name),
-        teachers=choose_teachers(config.teachers, tier, args.teacher, args.local_teacher, env, args.reference_teacher),
+        teachers=teachers,
         resume=args.resume,
         engine=choose_engine(args.engine, device, has_vllm),
         fresh_if_no_checkpoint=args.fresh_if_no_checkpoint,
