@@ -31,7 +31,7 @@ def command(smollm_dir: Path, out: Path, config: Path, *flags: str) -> list[str]
         sys.executable, "train_vllm.py", "--config", str(config), "--student", str(smollm_dir), "--local-teacher",
         "--dataset-path", str(MINI), "--dev-size", "2", "--checkpoint-dir", str(out), "--device", "cpu",
         # The wiring, checkpoints and resume are under test here, within the time budget; rollouts (4.7x the
-        # search on a CPU) run in test_learning_experiment.py, test_policy.py and the search's tests.
+        # search on a CPU) run in test_compare_arms.py, test_policy.py and the search's tests.
         "--no-rollout", *flags,
     ]  # fmt: skip
 

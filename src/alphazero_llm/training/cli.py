@@ -199,7 +199,7 @@ def build_parser(config: Config) -> argparse.ArgumentParser:
         "--dataset",
         choices=["gsm8k", "svamp"],
         default=None,
-        help="the data set trained on and evaluated; svamp's 600 / 100 / 300 train / dev / test split is drawn "
+        help="the data set trained on and evaluated; svamp's 599 / 100 / 300 train / dev / test split is drawn "
         f"from its one file (default: {config.training.dataset.kind})",
     )
     parser.add_argument(
