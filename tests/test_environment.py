@@ -33,7 +33,7 @@ def test_defaults_come_from_config():
     assert env.system_prompt == cfg.environment.system_prompt
     assert "#### " in env.system_prompt
     assert rubric_table(env) == {
-        "correctness": cfg.environment.hre_weight,
+        "correctness_reward": cfg.environment.hre_weight,
         "strict_correctness": 0.0,
         "format_ok": 0.0,
         "answer_parsed": 0.0,
@@ -60,7 +60,7 @@ def test_rows_are_formatted_with_the_system_prompt():
 
 def test_overrides_and_an_explicit_zero_weight():
     env = load_environment(dataset_path=MINI, num_dev_examples=2, hre_weight=0.0, num_train_examples=3, seed=7)
-    assert rubric_table(env)["correctness"] == 0.0
+    assert rubric_table(env)["correctness_reward"] == 0.0
     assert len(env.dataset) == 3
     other_seed = load_environment(dataset_path=MINI, num_dev_examples=2, num_train_examples=3, seed=8)
     assert env.dataset["question"] != other_seed.dataset["question"]
@@ -104,8 +104,8 @@ def test_use_student_model_adds_perplexity_once_per_process(smollm_dir: Path, mo
     shared_perplexity_reward.cache_clear()
     env = load_environment(dataset_path=MINI, num_dev_examples=2, use_student_model=True, student_model=str(smollm_dir))
     assert rubric_table(env) == {
-        "correctness": 0.4,
-        "perplexity": 0.6,
+        "correctness_reward": 0.4,
+        "perplexity_reward": 0.6,
         "strict_correctness": 0.0,
         "format_ok": 0.0,
         "answer_parsed": 0.0,
@@ -113,7 +113,7 @@ def test_use_student_model_adds_perplexity_once_per_process(smollm_dir: Path, mo
     again = load_environment(
         dataset_path=MINI, num_dev_examples=2, use_student_model=True, student_model=str(smollm_dir), pre_weight=0.3
     )
-    assert rubric_table(again)["perplexity"] == 0.3
+    assert rubric_table(again)["perplexity_reward"] == 0.3
     assert len(loads) == 1  # two environments, one student per process
     assert loads[0].name == str(smollm_dir) and loads[0].lora is False
     shared_perplexity_reward.cache_clear()
@@ -150,7 +150,7 @@ def test_another_environment_can_reuse_the_rubric():
     right = score(rubric, "17 * 3 = 51, so \\boxed{51}", "51")
     assert right["reward"] == 1.0
     assert right["metrics"] == {
-        "correctness": 1.0,
+        "correctness_reward": 1.0,
         "strict_correctness": 0.0,
         "format_ok": 0.0,
         "answer_parsed": 1.0,

@@ -52,8 +52,8 @@ def test_vf_eval_end_to_end(smollm_server: LocalServer, tmp_path: Path):
         text = completion_text(row["completion"])
         assert text.strip(), f"empty completion in {row}"
         correctness = hre_score(text, row["answer"])
-        assert row["correctness"] == correctness
-        assert row["metrics"]["correctness"] == correctness
+        assert row["correctness_reward"] == correctness
+        assert row["metrics"]["correctness_reward"] == correctness
         assert row["strict_correctness"] == strict_score(text, row["answer"])
         assert row["format_ok"] == format_ok(row["completion"])
         assert row["answer_parsed"] == answer_parsed(row["completion"])
@@ -71,8 +71,8 @@ def test_vf_eval_with_the_student_scores_pre(smollm_server: LocalServer, smollm_
     }
     rows = run_vf_eval(smollm_server, tmp_path, env_args)
     assert len(rows) == 10
-    assert all(-1.0 <= row["perplexity"] <= 1.0 for row in rows)
-    assert len({row["perplexity"] for row in rows}) > 1  # a real score, not a constant
+    assert all(-1.0 <= row["perplexity_reward"] <= 1.0 for row in rows)
+    assert len({row["perplexity_reward"] for row in rows}) > 1  # a real score, not a constant
 
     # Recompute with the student loaded the same way, one question's rollouts per call as vf-eval did.
     config = load_config()
@@ -89,6 +89,6 @@ def test_vf_eval_with_the_student_scores_pre(smollm_server: LocalServer, smollm_
             [row["info"]["solution"] for row in group],
         )
         for row, value in zip(group, expected, strict=True):
-            assert row["perplexity"] == pytest.approx(value, abs=1e-4)
-            weighted = rewards.hre_weight * row["correctness"] + rewards.pre_weight * row["perplexity"]
+            assert row["perplexity_reward"] == pytest.approx(value, abs=1e-4)
+            weighted = rewards.hre_weight * row["correctness_reward"] + rewards.pre_weight * row["perplexity_reward"]
             assert row["reward"] == pytest.approx(weighted)

@@ -171,8 +171,8 @@ class PerplexityReward:
 # --- rubric functions: verifiers passes only the arguments they name --------
 
 
-def correctness(completion: Any, answer: str) -> float:
-    """HRE on the final assistant message (the rubric's main reward)."""
+def correctness_reward(completion: Any, answer: str) -> float:
+    """HRE on the final assistant message (the rubric's main reward; the seed's metric name)."""
     return hre_score(completion_text(completion), answer)
 
 
@@ -199,13 +199,14 @@ class Gsm8kParser(vf.Parser):
 
 
 def perplexity_metric(pre: PerplexityReward) -> Callable[..., list[float]]:
-    """The rubric's `perplexity` function: a group function, so one question's rollouts are batched."""
+    """The rubric's `perplexity_reward` function (the seed's metric name): a group function, so one question's
+    rollouts are batched."""
 
     def score_group(prompts: list[Any], completions: list[Any], infos: list[dict]) -> list[float]:
         texts = [completion_text(c) for c in completions]
         return pre.score(prompts, texts, [info["solution"] for info in infos])
 
-    score_group.__name__ = "perplexity"  # verifiers names the metric after the function
+    score_group.__name__ = "perplexity_reward"  # verifiers names the metric after the function
     return score_group
 
 
@@ -215,7 +216,7 @@ def build_rubric(
     pre: PerplexityReward | None = None,
     parser: vf.Parser | None = None,
 ) -> vf.Rubric:
-    """The GSM8K rubric: `correctness` (HRE) at `hre_weight`, `perplexity` (PRE) at `pre_weight`
+    """The GSM8K rubric: `correctness_reward` (HRE) at `hre_weight`, `perplexity_reward` (PRE) at `pre_weight`
     when a `PerplexityReward` is given, and weight-0 metrics `strict_correctness`, `format_ok`,
     `answer_parsed`.
 
@@ -225,7 +226,7 @@ def build_rubric(
     """
     if hre_weight < 0 or pre_weight < 0:
         raise ValueError(f"reward weights must be >= 0, got hre={hre_weight}, pre={pre_weight}")
-    funcs: list[Callable[..., Any]] = [correctness]
+    funcs: list[Callable[..., Any]] = [correctness_reward]
     weights = [hre_weight]
     if pre is not None:
         funcs.append(perplexity_metric(pre))
