@@ -18,8 +18,27 @@ sequence does: what follows is a problem the model made up, with its own answer.
                 follows it (the work went on); ``sentence``: in the concluding sentence (the
                 last one with a number), the value after its last ``=``, or else the number
                 before a clause that explains it ("33 bananas because there is 1 in each").
+   A bold that starts a line after the last ``=`` is a headline answer even when prose follows
+   in a later paragraph ("**12 years**" then "from year 13 on it is pure profit" gives 12).
+   A concluding sentence without ``=`` that ends by restating a given ("Claire will eat 7 dozen
+   eggs in 4 weeks": 4 occurs earlier and never follows an ``=``) gives its last number that
+   the work computed after an ``=`` (7); with no such number the rules go on.
 5. ``last_number`` the last number in the text.
    ``none``     no number at all.
+
+Rules 3-5 read the text without a closing *tail*: a line starting with a check ("Check:",
+"### Verification", "Let's verify", "Double-check", "Working backwards") or a hedge ("Note:",
+"If you meant", "If I misinterpreted", "Alternatively", "Assumption") after which the text has
+no heading, step, bold line of its own, "Answer"/"Therefore"/"Then"... line, "final answer" or
+revision ("Wait", "Actually", "mistake"). A hedge's own paragraph must hold no ``=`` (else it is
+work). So the answer stated before a verification or a disclaimer wins, and a hedge that offers
+a second answer ("**230 miles** ... Note: if you meant the straight-line distance, it is **170
+miles**") is graded on the first (230): the alternative never counts, so hedging cannot turn a
+wrong answer right. A ``####`` line or box in the tail still counts (rules 1-2 read everything).
+
+Mixed units: when rules 3-5 land on either number of "H hours (and) M minutes" (or minutes and
+seconds) and the work computed H*60+M or H+M/60 after an ``=`` earlier, that value is the answer
+("= 160 minutes ... It takes 2 hours and 40 minutes" gives 160); otherwise the number stays.
 
 Within a marker the number right after it wins, so "The answer is 18 because 9*2=18" gives 18;
 a worked calculation right after a marker gives its result ("#### 3*6 = 18" gives 18).
@@ -250,6 +269,43 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _REASON = re.compile(r"\b(?:because|since|as|which|given|if|so that|when)\b", re.IGNORECASE)
 _NEXT_QUESTION = re.compile(r"\n[ \t]*Question:")
 _BOLD = re.compile(r"\*\*([^*\n]+)\*\*")
+# A section after the answer that checks it or hedges it, starting a line (rule "tail" below).
+_TAIL_LINE = re.compile(
+    r"""
+    ^[ \t#*>_-]*\(?[ \t*_]*
+    (?: (?P<check>(?:let(?:'s|’s|[ \t]+(?:me|us))[ \t]+)?
+            (?:double[- ]?check|verify|verification|sanity[- ]check|check(?:ing)?|working[ \t]+backwards?
+              |work[ \t]+backwards?|proof)\b)
+      | (?:note\b|n\.b\.|caveat\b|disclaimer\b|assumptions?\b|alternatively\b|however,?[ \t]+if\b
+          |if[ \t]+(?:instead\b|(?:you|i)[ \t]+(?:meant|mean|misread|misinterpreted|misunderstood|interpret|read)\b
+            |the[ \t]+(?:question|problem)[ \t]+(?:means|meant|asks|intended)\b))
+    )
+    """,
+    re.IGNORECASE | re.MULTILINE | re.VERBOSE,
+)
+# What in a tail shows that the solution goes on: a heading, a step, an answer line, a revision.
+_TAIL_BLOCKER_LINE = re.compile(
+    r"""
+    [ \t>*_-]*(?:\#{1,6}[ \t] | step[ \t]*\d | answer\b | final\b | therefore\b | thus\b | hence\b
+               | in[ \t]+(?:total|conclusion)\b | then\b | next\b | now\b | finally\b)
+    | [ \t>_-]*\*\*[^*\n]+\*\*[ \t:.]*$                     # a bold line of its own: a heading
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_REVISION = re.compile(
+    r"\bfinal[\s*_]+answer\b|\b(?:wait|actually|correction|mistake|let[ \t]+me[ \t]+(?:redo|recalculate|fix))\b",
+    re.IGNORECASE,
+)
+# "2 hours and 40 minutes": one quantity in two units (rule "mixed units" below).
+_MIXED_UNITS = re.compile(
+    r"""
+    (?<![\w.])(?P<big>\d+)[ \t]*(?P<unit>hours?|hrs?|minutes?|mins?)\b[ \t,]*(?:and[ \t]+)?
+    (?P<small>\d+)[ \t]*(?:minutes?|mins?|seconds?|secs?)\b
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_EQUALS_BEFORE = re.compile(r"=[\s(*_~]*$")
+_HEADLINE_BOLD = re.compile(r"^[ \t>_-]*\*\*([^*\n]+)\*\*", re.MULTILINE)
 
 
 def _own_answer(text: str) -> str:
@@ -324,6 +380,73 @@ def _last_box(text: str) -> str | None:
     return None  # only unclosed boxes: a truncated completion
 
 
+def _before_tail(text: str) -> str:
+    """`text` without a closing section that checks or hedges the answer stated before it.
+
+    The section starts a line with a check ("Check:", "### Verification", "Working backwards")
+    or a hedge ("Note:", "If you meant", "If I misinterpreted", "Alternatively") and runs to the
+    end without a heading, a step, an answer line or a revision ("Wait", "final answer"); a
+    hedge's own paragraph computes nothing (no ``=``).
+    """
+    markers = list(_TAIL_LINE.finditer(text))
+    if not markers:
+        return text
+    goes_on = max((r.start() for r in _REVISION.finditer(text, markers[0].start())), default=-1)
+    for line in re.finditer(r"^[^\n]*", text[markers[0].start() :], re.MULTILINE):
+        if _TAIL_BLOCKER_LINE.match(line[0]) and not _TAIL_LINE.match(line[0]):
+            goes_on = max(goes_on, markers[0].start() + line.start())
+    for marker in markers:
+        start = marker.start()
+        if start <= goes_on or _first_number(text, 0, start) is None:
+            continue
+        if marker["check"] is None:
+            paragraph = _PARAGRAPH_BREAK.search(text, marker.end())
+            if "=" in text[start : paragraph.start() if paragraph else len(text)]:
+                continue
+        return text[:start]
+    return text
+
+
+def _computed(text: str, end: int) -> list[re.Match[str]]:
+    """The numbers of text[:end] that are the result of an ``=``."""
+    return [m for m in _numbers(text, 0, end) if _EQUALS_BEFORE.search(text[max(0, m.start() - 8) : m.start()])]
+
+
+def _single_unit(text: str, m: re.Match[str]) -> re.Match[str]:
+    """The value the work computed when `m` is part of a mixed-unit answer ("2 hours and 40 minutes"
+    after "= 160 minutes" gives 160), else `m`."""
+    line_start = text.rfind("\n", 0, m.start()) + 1
+    for mixed in _MIXED_UNITS.finditer(text, max(line_start, m.start() - 40), m.end() + 40):
+        if m.start() not in (mixed.start("big"), mixed.start("small")):
+            continue
+        big, small = int(mixed["big"]), int(mixed["small"])
+        totals = {big * 60 + small, big + Fraction(small, 60)}
+        earlier = [n for n in _computed(text, mixed.start()) if _value(n) in totals]
+        return earlier[-1] if earlier else m
+    return m
+
+
+def _committed(text: str, m: re.Match[str], method: str) -> Extraction:
+    return _found(text, _single_unit(text, m), method)
+
+
+def _restated_answer(text: str, start: int, last: re.Match[str]) -> re.Match[str] | None:
+    """In a concluding sentence text[start:] that ends by restating a given ("Claire will eat 7
+    dozen eggs in 4 weeks"), its last number that the work computed (7), else None.
+
+    The last number is a restated given when it occurs earlier and was never the result of an
+    ``=``; the answer must be such a result.
+    """
+    sentence = _numbers(text, start, last.end())
+    if len(sentence) < 2:
+        return None
+    computed = {_value(m) for m in _computed(text, start)}
+    last_value = _value(last)
+    if last_value in computed or all(_value(m) != last_value for m in _numbers(text, 0, start)):
+        return None
+    return next((m for m in reversed(sentence[:-1]) if _value(m) in computed), None)
+
+
 def _from_phrase(text: str, last: re.Match[str]) -> Extraction | None:
     """Rule 3; `last` is the text's last number."""
     for phrase in reversed(list(_PHRASE.finditer(text))):
@@ -334,7 +457,7 @@ def _from_phrase(text: str, last: re.Match[str]) -> Extraction | None:
         end = _sentence_end(text, first.end())
         # Words between the phrase and the number: trust it only if it concludes.
         if _DECOR.fullmatch(text, start, first.start()) or phrase["final"] or last.start() < end:
-            return _found(text, _resolve_calculation(text, first, end), "phrase")
+            return _committed(text, _resolve_calculation(text, first, end), "phrase")
     return None
 
 
@@ -345,21 +468,31 @@ def _from_conclusion(text: str, last: re.Match[str]) -> Extraction | None:
     for bold in reversed(list(_BOLD.finditer(text, paragraph_start))):
         first = _first_number(text, bold.start(1), bold.end(1))
         if first is not None and bold.end() > last_equals:
-            return _found(text, _resolve_calculation(text, first, bold.end(1)), "bold")
+            return _committed(text, _resolve_calculation(text, first, bold.end(1)), "bold")
+    # "**12 years**\n\nFrom year 13 on it is pure profit": a bold that starts a line after the
+    # work is a headline answer; the prose after it comments on it.
+    for bold in reversed(list(_HEADLINE_BOLD.finditer(text, 0, paragraph_start))):
+        first = _first_number(text, bold.start(1), bold.end(1))
+        if first is None:
+            continue
+        if bold.end() > last_equals:
+            return _committed(text, _resolve_calculation(text, first, bold.end(1)), "bold")
+        break
     start = max((b.end() for b in _SENTENCE_BREAK.finditer(text, 0, last.start())), default=0)
     equals = text.rfind("=", start, last.start() + 1)
     if equals >= 0:  # "So she makes 9 * 2 = $18 a day": the result of its last equation
         after = _numbers(text, equals + 1, _sentence_end(text, last.end()))
         if after and not _TRAILING_OPERAND.match(text, after[0].end()):
-            return _found(text, after[0], "sentence")
+            return _committed(text, after[0], "sentence")
         return None
     # "She needs 33 bananas because there is 1 banana in each batch": a clause that explains the
     # answer comes after it, so its numbers do not conclude (measured on GSM8K's own solutions).
     first = _first_number(text, start, last.start())
     reason = None if first is None else _REASON.search(text, first.end(), last.start())
     if reason is not None:
-        return _found(text, _numbers(text, start, reason.start())[-1], "sentence")
-    return None
+        return _committed(text, _numbers(text, start, reason.start())[-1], "sentence")
+    restated = _restated_answer(text, start, last)
+    return None if restated is None else _committed(text, restated, "sentence")
 
 
 def extract(text: str) -> Extraction:
@@ -375,8 +508,9 @@ def extract(text: str) -> Extraction:
     numbers = _numbers(plain)
     if not numbers:
         return _NO_ANSWER  # and no marker can hold a number either
-    last = numbers[-1]
-    return _from_phrase(plain, last) or _from_conclusion(plain, last) or _found(plain, last, "last_number")
+    plain = _before_tail(plain)
+    last = _numbers(plain)[-1]
+    return _from_phrase(plain, last) or _from_conclusion(plain, last) or _committed(plain, last, "last_number")
 
 
 def extract_answer(text: str) -> str | None:
