@@ -505,11 +505,11 @@ def extract(text: str) -> Extraction:
     box = _last_box(text)
     if box is not None:
         return Extraction(box, parse_number(box), "boxed")
+    plain = _before_tail(plain)  # cut only after a number, so it leaves a text with numbers some
     numbers = _numbers(plain)
     if not numbers:
         return _NO_ANSWER  # and no marker can hold a number either
-    plain = _before_tail(plain)
-    last = _numbers(plain)[-1]
+    last = numbers[-1]
     return _from_phrase(plain, last) or _from_conclusion(plain, last) or _committed(plain, last, "last_number")
 
 
