@@ -14,7 +14,7 @@ from alphazero_llm.config import load_config
 from alphazero_llm.environment import shared_perplexity_reward
 from alphazero_llm.models.prompts import question_messages
 from alphazero_llm.models.student import StudentModel
-from alphazero_llm.rewards import build_rubric
+from alphazero_llm.rubric import build_rubric
 from alphazero_llm_trainer import load_environment
 
 MINI = str(Path(__file__).resolve().parent / "fixtures" / "gsm8k_mini")

@@ -1,25 +1,30 @@
-"""The verifiers environment: GSM8K (or SVAMP: `dataset="svamp"`), a `#### N` system prompt, the HRE(+PRE) rubric."""
+"""What both verifiers faces serve: the environment arguments, settled once against config/, and the rows.
+
+`resolve_environment(args, config)` is the one resolution: the 0.3 `load_environment()` (`alphazero_llm.rubric`)
+and the v1 taskset (`alphazero_llm.taskset`, verifiers 0.3.1 and 0.4) both build from its `EnvSpec`. No verifiers
+import here, so this module works under either release.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 from dataclasses import dataclass
+from typing import Any, Literal
 
-import verifiers as vf
-from datasets import Dataset
-
-from alphazero_llm.config import Config, ModelsConfig, build, load_config, override
+from alphazero_llm.config import Config, ModelsConfig, build, override
 from alphazero_llm.data import dataset_splits
-from alphazero_llm.models.prompts import question_messages
-from alphazero_llm.rewards import Gsm8kParser, PerplexityReward, build_rubric
+from alphazero_llm.rewards import PerplexityReward
 
 logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]  # {"question", "answer", "info": {"solution", "id", ...}} (data.py)
 
 
 @dataclass(frozen=True)
 class EnvArgs:
-    """The arguments `vf-eval -a '{...}'` may pass; None takes the default from config/."""
+    """The environment arguments (`vf-eval -a '{...}'` on 0.3, `--env.taskset.*` on 0.4); None takes the
+    default from config/."""
 
     tier: str | None = None
     use_student_model: bool = False
@@ -40,8 +45,24 @@ class EnvArgs:
         return build(cls, args, "load_environment() arguments")
 
 
-def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
-    """Wire data, parser and rubric into a SingleTurnEnv; `args` override `config` (`config.override`)."""
+@dataclass(frozen=True)
+class EnvSpec:
+    """An environment, resolved: its rows, prompt and reward weights (PRE's only when a student scores it)."""
+
+    train: list[Row]  # the training rows, without the dev split (as train_vllm.py's)
+    dev: list[Row]
+    test: list[Row]  # the evaluation rows: the test split in file order, cut to num_eval_examples
+    system_prompt: str
+    hre_weight: float
+    pre_weight: float
+    pre: PerplexityReward | None  # the student's PRE, when use_student_model
+
+    def rows(self, split: Literal["train", "dev", "test"]) -> list[Row]:
+        return {"train": self.train, "dev": self.dev, "test": self.test}[split]
+
+
+def resolve_environment(args: EnvArgs, config: Config) -> EnvSpec:
+    """Settle `args` over `config` (`config.override`), validate them, load the rows and, when asked, the student."""
     config.teachers.tier(args.tier)  # validates the tier name now, not mid-run
     if args.student_model is not None and not args.use_student_model:
         raise ValueError("student_model is set but use_student_model is false; set both to score PRE")
@@ -59,28 +80,18 @@ def build_environment(args: EnvArgs, config: Config) -> vf.SingleTurnEnv:
             "environment.pre_weight": args.pre_weight,
         },
     )
-    pre = shared_perplexity_reward(args.student_model, config.models) if args.use_student_model else None
-    data, system_prompt = training.dataset, training.environment.system_prompt
-
-    def with_prompt(dataset):  # the student's one chat prompt (prompts.question_messages)
-        return dataset.map(lambda row: {"prompt": question_messages(row["question"], system_prompt)})
-
-    # The training rows exclude the dev split, as train_vllm.py's do (data.dataset_splits).
-    splits = dataset_splits(data, training.seed)
-    dataset = Dataset.from_list(splits.train)
-    # vf-eval shuffles on request (--shuffle); the test split stays in order, comparable across runs.
-    test = splits.test if data.num_eval_examples == -1 else splits.test[: data.num_eval_examples]
-    eval_dataset = Dataset.from_list(test)
-    parser = Gsm8kParser()
-    env = training.environment
-    rubric = build_rubric(hre_weight=env.hre_weight, pre_weight=env.pre_weight, pre=pre, parser=parser)
-    return vf.SingleTurnEnv(
-        dataset=with_prompt(dataset),
-        eval_dataset=with_prompt(eval_dataset),
-        # Informative only: every prompt already opens with it (verifiers adds none to a prompt that has one).
-        system_prompt=system_prompt or None,
-        parser=parser,
-        rubric=rubric,
+    env = training.environment  # validated by config (weights >= 0)
+    splits = dataset_splits(training.dataset, training.seed)
+    num_eval = training.dataset.num_eval_examples
+    return EnvSpec(
+        train=splits.train,
+        dev=splits.dev,
+        # The test split stays in file order, comparable across runs; vf-eval shuffles on request.
+        test=splits.test if num_eval == -1 else splits.test[:num_eval],
+        system_prompt=env.system_prompt,
+        hre_weight=env.hre_weight,
+        pre_weight=env.pre_weight,
+        pre=shared_perplexity_reward(args.student_model, config.models) if args.use_student_model else None,
     )
 
 
@@ -93,8 +104,3 @@ def shared_perplexity_reward(student_model: str | None, models: ModelsConfig) ->
     # Scoring only: the base model without a LoRA adapter, in the training dtype (see StudentSpec).
     spec = StudentSpec(name=student_model or default_student_name(models), lora=False)
     return PerplexityReward(StudentModel.load(spec, models))
-
-
-def load_environment(**env_args) -> vf.SingleTurnEnv:
-    """Entry point used by verifiers (`vf-eval alphazero-llm-trainer -a '{...}'`)."""
-    return build_environment(EnvArgs.parse(env_args), load_config())

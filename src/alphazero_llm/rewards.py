@@ -1,6 +1,7 @@
-"""Rewards, as plain functions, and the verifiers rubric built from them.
+"""Rewards, as plain functions: the one definition of HRE, PRE and the weight-0 metrics.
 
-The same functions score vf-eval rollouts, MCTS leaves and GRPO groups.
+The same functions score vf-eval rollouts (the 0.3 rubric, `alphazero_llm.rubric`, and the v1 taskset,
+`alphazero_llm.taskset`), MCTS leaves and GRPO groups. No verifiers import, so they work under any release.
 
 - HRE (hard reward): `hre_score(completion, gold)` is 1.0 when the completion's
   committed final answer equals the gold number, else 0.0. The extraction
@@ -16,10 +17,8 @@ The same functions score vf-eval rollouts, MCTS leaves and GRPO groups.
   reference solution, 0 when equally natural, < 0 when less (and -1 once it is
   twice as perplexing or worse). An empty completion gets -1.
 
-`build_rubric()` is public so that other environments can reuse our grading:
-
-    from alphazero_llm.rewards import build_rubric
-    rubric = build_rubric(hre_weight=1.0)
+Other environments reuse them through `alphazero_llm.rubric.build_rubric()` (verifiers 0.3) or the taskset's
+plugged reward functions (`alphazero_llm.taskset`, verifiers.v1).
 """
 
 from __future__ import annotations
@@ -27,10 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
-
-import verifiers as vf
 
 from alphazero_llm.answers import answers_match, extract_answer, extract_strict
 
@@ -168,7 +165,7 @@ class PerplexityReward:
         return rewards
 
 
-# --- rubric functions: verifiers passes only the arguments they name --------
+# --- row-level rewards and metrics: verifiers 0.3 passes only the arguments they name ---
 
 
 def correctness_reward(completion: Any, answer: str) -> float:
@@ -189,49 +186,3 @@ def format_ok(completion: Any) -> float:
 def answer_parsed(completion: Any) -> float:
     """Metric: the flexible extractor found a committed answer (0 means unparseable, not wrong)."""
     return 0.0 if extract_answer(completion_text(completion)) is None else 1.0
-
-
-class Gsm8kParser(vf.Parser):
-    """A verifiers parser whose `parse` returns the committed final answer (or None)."""
-
-    def __init__(self) -> None:
-        super().__init__(extract_fn=extract_answer)
-
-
-def perplexity_metric(pre: PerplexityReward) -> Callable[..., list[float]]:
-    """The rubric's `perplexity_reward` function (the seed's metric name): a group function, so one question's
-    rollouts are batched."""
-
-    def score_group(prompts: list[Any], completions: list[Any], infos: list[dict]) -> list[float]:
-        texts = [completion_text(c) for c in completions]
-        return pre.score(prompts, texts, [info["solution"] for info in infos])
-
-    score_group.__name__ = "perplexity_reward"  # verifiers names the metric after the function
-    return score_group
-
-
-def build_rubric(
-    hre_weight: float = 0.4,
-    pre_weight: float = 0.6,
-    pre: PerplexityReward | None = None,
-    parser: vf.Parser | None = None,
-) -> vf.Rubric:
-    """The GSM8K rubric: `correctness_reward` (HRE) at `hre_weight`, `perplexity_reward` (PRE) at `pre_weight`
-    when a `PerplexityReward` is given, and weight-0 metrics `strict_correctness`, `format_ok`,
-    `answer_parsed`.
-
-    The weights are taken as given (an explicit 0.0 stays 0.0); the reward is their weighted sum.
-    PRE reads the reference solution from each row's `info["solution"]`. It is a group function,
-    so verifiers' `--independent-scoring` cannot be used with it.
-    """
-    if hre_weight < 0 or pre_weight < 0:
-        raise ValueError(f"reward weights must be >= 0, got hre={hre_weight}, pre={pre_weight}")
-    funcs: list[Callable[..., Any]] = [correctness_reward]
-    weights = [hre_weight]
-    if pre is not None:
-        funcs.append(perplexity_metric(pre))
-        weights.append(pre_weight)
-    for metric in (strict_correctness, format_ok, answer_parsed):
-        funcs.append(metric)
-        weights.append(0.0)
-    return vf.Rubric(funcs=funcs, weights=weights, parser=parser or Gsm8kParser())
