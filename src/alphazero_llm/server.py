@@ -104,7 +104,8 @@ class LocalServer:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir),
+            # transformers' own CLI, its chat streams ended with OpenAI's `data: [DONE]` (transformers_serve.py).
+            sys.executable, "-m", "alphazero_llm.transformers_serve", "serve", str(self.model_dir),
             "--host", LOOPBACK, "--port", str(self.port),
         ]  # fmt: skip
         if self.continuous_batching:
