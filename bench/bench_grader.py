@@ -1,19 +1,29 @@
-"""Benchmark the GSM8K grader against lm-eval's flexible-extract, in one run, on the same inputs.
+"""Benchmark the GSM8K grader against two baselines, lm-eval's flexible-extract and math-verify, in one
+run, on the same inputs.
 
     python bench/bench_grader.py [--repeats 5] [--dataset-path DIR]
 
-Inputs: the labelled completions of tests/test_answers.py (`CASES`) and the 8,792 gold solutions
-of GSM8K's train and test splits, whole and with their `#### N` line removed. GSM8K is found as the
-library finds it (training/run.py): `--dataset-path`, else training.yaml's `dataset.path`, else
-$GSM8K_PATH, else the hub (`GSM8K_PATH=../shared/data/gsm8k` beside the shared data). A local copy
-that is missing or malformed stops the bench (exit 1, one line saying which file); when the hub
-cannot be reached, the bench says so and benchmarks the table only. Prints throughput (answers
-per second, median over the repeats) of both graders, their ratio, and each grader's agreement with
-the expected labels.
+Inputs: the labelled completions of tests/test_answers.py (`CASES`) and of tests/test_chat_answers.py
+(`CHAT_CASES`, chat-style markdown answers), and the 8,792 gold solutions of GSM8K's train and test
+splits, whole and with their `#### N` line removed. GSM8K is found as the library finds it
+(training/run.py): `--dataset-path`, else training.yaml's `dataset.path`, else $GSM8K_PATH, else the
+hub (`GSM8K_PATH=../shared/data/gsm8k` beside the shared data). A local copy that is missing or
+malformed stops the bench (exit 1, one line saying which file); when the hub cannot be reached, the
+bench says so and benchmarks the tables only. Prints throughput (answers per second, median over the
+repeats) of the three graders on the tables plus the whole gold solutions, the ratio of ours to each
+baseline, and each grader's agreement with the expected labels, per table and on the gold solutions.
 
-The baseline is lm-eval's GSM8K "flexible-extract" filter: the last match of
+Baseline 1 is lm-eval's GSM8K "flexible-extract" filter: the last match of
 `(-?[$0-9.,]{2,})|(-?[0-9]+)`, then exact string match after removing `,`, `$`, everything up
 to `#### ` and a trailing `.` (the task's `regexes_to_ignore`), case-insensitively.
+
+Baseline 2 is Hugging Face's math-verify, called as verifiers' own GSM8K taskset calls it
+(verifiers 0.4, environments/gsm8k/gsm8k/verify.py): the text after the last `####`, else the whole
+completion, is wrapped in `\\boxed{}`, parsed and verified against the boxed gold; an exception
+scores 0. math-verify bounds parse and verify with signal-based timeouts, so it runs in the main
+thread. Without a `####` line it parses the whole completion, about 40 ms a solution on a small
+machine, so on the gold solutions without `####` it is scored on a fixed subset only, every
+`MATH_VERIFY_STRIDE`-th solution in split order (all three graders are shown on that subset too).
 """
 
 from __future__ import annotations
@@ -27,17 +37,29 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
+
+from math_verify import parse, verify
 
 from alphazero_llm.answers import answers_match, extract_answer
 from alphazero_llm.config import load_config, override
 from alphazero_llm.data import DataError, Gsm8kSource, load_gsm8k
 
-TESTS_FILE = Path(__file__).resolve().parents[1] / "tests" / "test_answers.py"
+TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
+MATH_VERIFY_STRIDE = 8
 
 _LM_EVAL_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _LM_EVAL_IGNORE = [re.compile(p) for p in (",", r"\$", r"(?s).*#### ", r"\.$")]
+_VERIFIERS_HASH_ANSWER = re.compile(r"####\s*(.+)")
 
 Grader = Callable[[str, str], bool]
+Labelled = tuple[str, str, bool]  # (completion, gold, expected verdict)
+
+
+class LabelledSet(NamedTuple):
+    name: str
+    cases: list[Labelled]
+    skip: frozenset[str] = frozenset()  # graders too slow to score on this set
 
 
 def _lm_eval_normalise(text: str) -> str:
@@ -55,8 +77,21 @@ def baseline_grade(completion: str, gold: str) -> bool:
     return _lm_eval_normalise(predicted) == _lm_eval_normalise(gold)
 
 
+def math_verify_grade(completion: str, gold: str) -> bool:
+    """math-verify as verifiers' gsm8k verify.py uses it: the last `#### ...`, else the whole completion."""
+    matches = _VERIFIERS_HASH_ANSWER.findall(completion)
+    prediction = matches[-1].strip() if matches else completion
+    try:
+        return bool(verify(parse("\\boxed{" + gold + "}"), parse("\\boxed{" + prediction + "}")))
+    except Exception:  # verifiers scores any parse or verify failure 0
+        return False
+
+
 def our_grade(completion: str, gold: str) -> bool:
     return answers_match(extract_answer(completion), gold)
+
+
+GRADERS: dict[str, Grader] = {"ours": our_grade, "lm-eval flexible": baseline_grade, "math-verify": math_verify_grade}
 
 
 def gsm8k_source(dataset_path: str | None) -> Gsm8kSource:
@@ -73,14 +108,51 @@ def gold_solutions(source: Gsm8kSource) -> list[tuple[str, str]]:
     ]
 
 
-def _load_tests_module() -> ModuleType:
-    # The labelled table lives with the tests; load that file by path (tests/ is not a package).
-    spec = importlib.util.spec_from_file_location("gsm8k_answer_cases", TESTS_FILE)
+def _load_tests_module(name: str) -> ModuleType:
+    # The labelled tables live with the tests; load the file by path (tests/ is not a package).
+    path = TESTS_DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {TESTS_FILE}")
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def answer_table() -> list[Labelled]:
+    """tests/test_answers.py's `CASES`: (id, completion, gold, expected match)."""
+    return [(completion, gold, expected) for _, completion, gold, expected in _load_tests_module("test_answers").CASES]
+
+
+def chat_table() -> list[Labelled]:
+    """tests/test_chat_answers.py's `CHAT_CASES`: (id, completion, gold, expected score 1.0 or 0.0)."""
+    cases = _load_tests_module("test_chat_answers").CHAT_CASES
+    return [(completion, gold, score == 1.0) for _, completion, gold, score in cases]
+
+
+def _load_solutions(source: Gsm8kSource, where: str) -> list[tuple[str, str]]:
+    try:
+        return gold_solutions(source)
+    except DataError as error:  # a local copy was asked for and is missing or malformed
+        sys.exit(f"bench_grader: GSM8K not loaded: {error}")
+    except OSError as error:  # the hub: unreachable, or not cached
+        print(
+            f"GSM8K not loaded from {where} ({type(error).__name__}: {error}); pass --dataset-path or set "
+            f"GSM8K_PATH. Benchmarking the tables only."
+        )
+        return []
+
+
+def gold_sets(solutions: Sequence[tuple[str, str]]) -> list[LabelledSet]:
+    """The gold solutions, whole and without their `#### N` line; every one should match its gold."""
+    if not solutions:
+        return []
+    without_marker = [(s[: s.rindex("####")], g, True) for s, g in solutions]
+    return [
+        LabelledSet("gold solutions", [(s, g, True) for s, g in solutions]),
+        LabelledSet("gold without ####", without_marker, skip=frozenset({"math-verify"})),
+        LabelledSet(f"  every {MATH_VERIFY_STRIDE}th", without_marker[::MATH_VERIFY_STRIDE]),
+    ]
 
 
 def _throughput(grader: Grader, items: Sequence[tuple[str, str]], repeats: int) -> float:
@@ -96,8 +168,27 @@ def _throughput(grader: Grader, items: Sequence[tuple[str, str]], repeats: int) 
     return len(items) / statistics.median(seconds)
 
 
-def _agreement(grader: Grader, labelled: Sequence[tuple[str, str, bool]]) -> float:
+def _agreement(grader: Grader, labelled: Sequence[Labelled]) -> float:
     return sum(grader(completion, gold) is expected for completion, gold, expected in labelled) / len(labelled)
+
+
+def print_throughput(items: Sequence[tuple[str, str]], repeats: int) -> None:
+    speed = {name: _throughput(grader, items, repeats) for name, grader in GRADERS.items()}
+    for name, answers_per_second in speed.items():
+        print(f"  {name:18s} {answers_per_second:12,.0f} answers/s  ({1e6 / answers_per_second:8.1f} us each)")
+    for name in ("lm-eval flexible", "math-verify"):
+        print(f"  ratio ours / {name}: {speed['ours'] / speed[name]:.3f}")
+
+
+def print_agreement(sets: Sequence[LabelledSet]) -> None:
+    print("agreement with the expected labels:")
+    print(f"  {'':22s} {'n':>5s}  " + "".join(f"{name:>18s}" for name in GRADERS))
+    for labelled in sets:
+        scores = "".join(
+            f"{'-' if name in labelled.skip else f'{_agreement(grader, labelled.cases):.2%}':>18s}"
+            for name, grader in GRADERS.items()
+        )
+        print(f"  {labelled.name:22s} {len(labelled.cases):5d}  {scores}")
 
 
 def main() -> None:
@@ -111,40 +202,23 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    tests = _load_tests_module()
-    table = [(completion, gold, expected) for _, completion, gold, expected in tests.CASES]
-    labelled_sets = {"table": table}
+    tables = [LabelledSet("test_answers table", answer_table()), LabelledSet("chat-style table", chat_table())]
     source = gsm8k_source(args.dataset_path)
     where = source.path if source.path is not None else f"the hub ({source.name}/{source.config})"
-    try:
-        solutions = gold_solutions(source)
-    except DataError as error:  # a local copy was asked for and is missing or malformed
-        sys.exit(f"bench_grader: GSM8K not loaded: {error}")
-    except OSError as error:  # the hub: unreachable, or not cached
-        print(
-            f"GSM8K not loaded from {where} ({type(error).__name__}: {error}); pass --dataset-path or set "
-            f"GSM8K_PATH. Benchmarking the table only."
-        )
-        solutions = []
-    if solutions:
-        labelled_sets["gold solutions"] = [(s, g, True) for s, g in solutions]
-        labelled_sets["gold without ####"] = [(s[: s.rindex("####")], g, True) for s, g in solutions]
+    solutions = _load_solutions(source, where)
 
-    items = [(completion, gold) for completion, gold, _ in table] + solutions
-    graders: dict[str, Grader] = {"ours": our_grade, "lm-eval flexible": baseline_grade}
+    items = [(completion, gold) for table in tables for completion, gold, _ in table.cases] + solutions
     print(
-        f"{len(items)} inputs ({len(table)} table completions + {len(solutions)} gold solutions from {where}), "
-        f"median of {args.repeats} repeats"
+        f"throughput on {len(items)} inputs ({len(items) - len(solutions)} table completions + {len(solutions)} "
+        f"whole gold solutions from {where}), median of {args.repeats} repeats:"
     )
-    speed = {name: _throughput(grader, items, args.repeats) for name, grader in graders.items()}
-    for name, answers_per_second in speed.items():
-        print(f"  {name:18s} {answers_per_second:12,.0f} answers/s  ({1e6 / answers_per_second:6.1f} us each)")
-    print(f"  ratio ours / baseline: {speed['ours'] / speed['lm-eval flexible']:.3f}")
-
-    print("agreement with the expected labels:")
-    for set_name, labelled in labelled_sets.items():
-        scores = "  ".join(f"{name}: {_agreement(grader, labelled):7.2%}" for name, grader in graders.items())
-        print(f"  {set_name:18s} (n={len(labelled):5d})  {scores}")
+    print_throughput(items, args.repeats)
+    print_agreement(tables + gold_sets(solutions))
+    if solutions:
+        print(
+            f"math-verify is not scored on all gold solutions without #### (it parses the whole text, tens of ms "
+            f"each); it is scored on every {MATH_VERIFY_STRIDE}th of them, beside the other two."
+        )
 
 
 if __name__ == "__main__":
