@@ -4,9 +4,17 @@ Each row is (id, completion, gold, expected score). Every answer style appears w
 wrong final answer: a rule that rescues a right answer must not turn a wrong one right. The hedge
 rule (module docstring of `alphazero_llm.answers`): the answer committed before a "Note: if you
 meant ..." hedge is graded; the hedge's alternative never counts.
+
+`fixtures/chat_answers_holdout.jsonl` is a held-out set written before the grader was run on it:
+answers to real GSM8K test questions (`question_index` into test.jsonl, `gold` its `#### N`) in
+the house styles of Claude, Gemini, Grok, Qwen3 and GPT-4o, about 45% of them wrong, each
+labelled `correct` as a careful human grader would judge the committed final answer.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -432,6 +440,49 @@ CHAT_CASES: list[tuple[str, str, str, float]] = [
         "15",
         0.0,
     ),
+    # --- rules found by the held-out set: each must leave a wrong answer wrong ---------------------
+    (
+        "recap_after_bold_result",
+        "3 × $68 = $204\n2 × $80 = $160\n\n$204 + $160 = $364\n\nSo she spent **$364** total.\n\n"
+        "That's $204 on donuts and $160 on cupcakes.",
+        "364",
+        1.0,
+    ),
+    (
+        "recap_after_bold_result_wrong",
+        "3 × $68 = $204\n2 × $80 = $180\n\n$204 + $180 = $384\n\nSo she spent **$384** total.\n\n"
+        "That's $204 on donuts and $180 on cupcakes.",
+        "364",
+        0.0,
+    ),
+    (
+        "final_answer_sentence_bold",
+        "20 + 18 × 4 = 92\n\n### Final Answer:\nAfter 36 months, the bag would cost **$92**.",
+        "92",
+        1.0,
+    ),
+    (
+        "final_answer_sentence_bold_not_restated_given",
+        "20 + 18 × 4 = 92\n\n### Final Answer:\nAfter 36 months, the bag would cost **$92**.",
+        "36",
+        0.0,
+    ),
+    ("below_zero_is_negative", "2 − 8 + 3 = −3\n\n**Answer: 3°C below zero**", "-3", 1.0),
+    ("below_zero_not_positive", "2 − 8 + 3 = −3\n\n**Answer: 3°C below zero**", "3", 0.0),
+    ("currency_spaced_thousands", "$409 500 − $400 000 = $9 500\n\nIt is **$9 500** over budget.", "9500", 1.0),
+    ("currency_spaced_thousands_wrong", "$409 500 − $400 000 = $9 400\n\nIt is **$9 400** over budget.", "9500", 0.0),
+    (
+        "quick_check_heading",
+        "8 × $5 + 8 × $3 = $64\n\n**Kylar pays $64.**\n\n### Quick check\nAverage: $64 ÷ 16 = $4 ✓",
+        "64",
+        1.0,
+    ),
+    (
+        "quick_check_heading_wrong",
+        "8 × $5 + 8 × $2 = $56\n\n**Kylar pays $56.**\n\n### Quick check\n8 × $5 + 8 × $3 = $64",
+        "64",
+        0.0,
+    ),
 ]
 
 
@@ -446,3 +497,27 @@ def test_table_is_large_and_balanced() -> None:
     assert len(CHAT_CASES) >= 60
     assert len({case[0] for case in CHAT_CASES}) == len(CHAT_CASES)
     assert sum(case[3] == 0.0 for case in CHAT_CASES) >= 25
+
+
+HOLDOUT_PATH = Path(__file__).parent / "fixtures" / "chat_answers_holdout.jsonl"
+HOLDOUT = [json.loads(line) for line in HOLDOUT_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "case",
+    HOLDOUT,
+    ids=[
+        f"{i + 1:03d}-q{c['question_index']}-{c['source_style']}-{'right' if c['correct'] else 'wrong'}"
+        for i, c in enumerate(HOLDOUT)
+    ],
+)
+def test_holdout_chat_answer(case: dict) -> None:
+    expected = 1.0 if case["correct"] else 0.0
+    assert hre_score(case["completion"], case["gold"]) == expected, (case["note"], extract(case["completion"]))
+
+
+def test_holdout_is_large_and_balanced() -> None:
+    assert len(HOLDOUT) >= 80
+    assert {c["source_style"] for c in HOLDOUT} == {"claude", "gemini", "grok", "qwen3", "gpt4o"}
+    wrong = sum(not c["correct"] for c in HOLDOUT)
+    assert 0.3 <= wrong / len(HOLDOUT) <= 0.5

@@ -13,13 +13,19 @@ sequence does: what follows is a problem the model made up, with its own answer.
                 is followed by a number: the number right after it (through ``**``, ``$``,
                 ``\\(``); failing that, the first number of the rest of its sentence, but only
                 after "final answer" or when no later sentence holds a number (so "Answer: Janet
-                has 16 eggs..." at the top of a worked solution does not commit to 16).
+                has 16 eggs..." at the top of a worked solution does not commit to 16); a number
+                that sentence puts in bold wins over its first number ("Final Answer: After 36
+                months, the bag costs **$92**" gives 92, not the restated 36).
 4. ``bold``     the last ``**...**`` with a number in the concluding paragraph, unless an ``=``
                 follows it (the work went on); ``sentence``: in the concluding sentence (the
                 last one with a number), the value after its last ``=``, or else the number
                 before a clause that explains it ("33 bananas because there is 1 in each").
    A bold that starts a line after the last ``=`` is a headline answer even when prose follows
    in a later paragraph ("**12 years**" then "from year 13 on it is pure profit" gives 12).
+   A bold after the last ``=`` that states that ``=``'s result is the answer when everything after
+   it only restates numbers of the text before it, a recap ("= $694 ... So she spent **$694**."
+   then "That's $204 on donuts, $160 on cupcakes and $330 on cheesecakes." gives 694); a new
+   number after it may be a last step worked in prose, so then the rules go on.
    A concluding sentence without ``=`` that ends by restating a given ("Claire will eat 7 dozen
    eggs in 4 weeks": 4 occurs earlier and never follows an ``=``) gives its last number that
    the work computed after an ``=`` (7); with no such number the rules go on.
@@ -27,12 +33,13 @@ sequence does: what follows is a problem the model made up, with its own answer.
    ``none``     no number at all.
 
 Rules 3-5 read the text without a closing *tail*: a line starting with a check ("Check:",
-"### Verification", "Let's verify", "Double-check", "Working backwards") or a hedge ("Note:",
-"If you meant", "If I misinterpreted", "Alternatively", "Assumption") after which the text has
-no heading, step, bold line of its own, "Answer"/"Therefore"/"Then"... line, "final answer" or
-revision ("Wait", "Actually", "mistake"). A hedge's own paragraph must hold no ``=`` (else it is
-work). So the answer stated before a verification or a disclaimer wins, and a hedge that offers
-a second answer ("**230 miles** ... Note: if you meant the straight-line distance, it is **170
+"### Verification", "Let's verify", "Double-check", "Working backwards", or one of these after
+"quick", "brief", "short" or "final": "### Quick check") or a hedge ("Note:", "If you meant",
+"If I misinterpreted", "Alternatively", "Assumption") after which the text has no heading,
+step, bold line of its own, "Answer"/"Therefore"/"Then"... line, "final answer" or revision
+("Wait", "Actually", "mistake"). A hedge's own paragraph must hold no ``=`` (else it is work).
+So the answer stated before a verification or a disclaimer wins, and a hedge that offers a
+second answer ("**230 miles** ... Note: if you meant the straight-line distance, it is **170
 miles**") is graded on the first (230): the alternative never counts, so hedging cannot turn a
 wrong answer right. A ``####`` line or box in the tail still counts (rules 1-2 read everything).
 
@@ -50,13 +57,15 @@ Number conventions (`parse_number`):
   ``(1,5)`` or ``1,00,000`` are not numbers at all, because guessing between a list, a decimal
   comma and a typo would score some answers wrongly. ``.`` is always the decimal point.
 - Thin, narrow and non-breaking spaces, LaTeX ``\\,`` and ``{,}`` also separate thousands; a
-  plain space does so only when the whole string is such a number (``"1 000"``), since in
-  prose "3 000" can be two numbers.
+  plain space does so only when the whole string is such a number (``"1 000"``) or right after a
+  currency sign (``$409 500``, the style of questions that write "$400 000"), since in prose
+  "3 000" can be two numbers.
 - ``$``, ``\\$``, ``£``, ``€``, ``%`` (50% is 50: GSM8K golds are bare numbers), trailing units
   and words, trailing periods and ``18.00`` all reduce to the bare value.
 - Minus signs: ``-``, ``−`` (U+2212) and ``–`` (U+2013), glued to the number; a "- 3" with a space
-  is a markdown bullet. ``a/b``, ``\\frac{a}{b}``, ``\\dfrac``, ``\\tfrac``, ``\\frac12`` and mixed
-  ``1\\frac{1}{2}`` are exact fractions; ``1e3`` is 1000.
+  is a markdown bullet. "N below zero" (``3°C below zero``, ``10 degrees below zero``) is -N.
+- ``a/b``, ``\\frac{a}{b}``, ``\\dfrac``, ``\\tfrac``, ``\\frac12`` and mixed ``1\\frac{1}{2}`` are exact
+  fractions; ``1e3`` is 1000.
 - ``x = 18`` is 18 (the right-hand side); an unevaluated ``3 \\times 6`` is not a number.
 
 Values are `fractions.Fraction`, so comparisons are exact before the tolerance applies.
@@ -101,6 +110,12 @@ _LATEX_SIMPLE = [
     (re.compile(r"\{,\}"), ","),
     (re.compile(r"\\[dt]frac(?![a-zA-Z])"), r"\\frac"),
 ]
+# "3°C below zero", "10 degrees below zero": a negative number written in words.
+_BELOW_ZERO = re.compile(
+    r"(?<![\w.,-])(\d+(?:\.\d+)?)([ \t]*(?:°|º|degrees?)?[ \t]*(?:[CF]\b|celsius\b|fahrenheit\b)?)"
+    r"[ \t]+below[ \t]+zero\b",
+    re.IGNORECASE,
+)
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _FRAC_ARG = r"(?:\{\s*(-?\d+(?:\.\d+)?)\s*\}|(\d))"
 _FRAC = re.compile(rf"(?:(?<![\w.^])(\d+)\s*)?\\frac\s*{_FRAC_ARG}\s*{_FRAC_ARG}")
@@ -128,6 +143,8 @@ def strip_calculator_annotations(text: str) -> str:
 def _normalise(text: str) -> str:
     """Plain-text form of `text`: no calculator annotations, LaTeX number markup or odd dashes."""
     text = strip_calculator_annotations(text).translate(_DASHES)
+    if "below zero" in text.lower():  # "3°C below zero" is -3°C
+        text = _BELOW_ZERO.sub(r"-\1\2", text)
     if "\\" in text or "{," in text:
         for pattern, replacement in _LATEX_SIMPLE:
             text = pattern.sub(replacement, text)
@@ -146,7 +163,8 @@ _NUMBER = re.compile(
     (?:(?P<currency>[$£€])\s?)?
     (?P<sign2>-)?
     (?P<body>                          # at most 60 digits: a longer run is noise, not an answer
-        \d{{1,3}}(?:,\d{{3}}){{1,19}}(?:\.\d{{1,60}})?                 # 1,000  1,000.50
+        (?(currency)\d{{1,3}}(?:\ \d{{3}}(?!\d)){{1,19}}(?:\.\d{{1,60}})?|(?!))  # $9 500: after a currency sign only
+      | \d{{1,3}}(?:,\d{{3}}){{1,19}}(?:\.\d{{1,60}})?                 # 1,000  1,000.50
       | \d{{1,3}}(?:[{_THIN_SPACES}]\d{{3}}){{1,19}}(?:\.\d{{1,60}})?  # 1 000 (thin or no-break spaces)
       | \d{{1,60}}(?:\.\d{{1,60}})?(?:[eE][-+]?\d{{1,2}})?           # 18  18.00  1e3
       | \.\d{{1,60}}                                               # .5
@@ -171,7 +189,7 @@ _TRAILING_OPERAND = re.compile(r"\s*[-+*/×÷·^xX]\s*[-$£€(]?\s*\d")
 
 
 def _value(m: re.Match[str]) -> Fraction | None:
-    body = m["body"].replace(",", "")
+    body = m["body"].replace(",", "").replace(" ", "")
     for space in _THIN_SPACES:
         body = body.replace(space, "")
     value = Fraction(int(body)) if body.isdigit() else Fraction(body)  # int: the common, fast case
@@ -273,7 +291,7 @@ _BOLD = re.compile(r"\*\*([^*\n]+)\*\*")
 _TAIL_LINE = re.compile(
     r"""
     ^[ \t#*>_-]*\(?[ \t*_]*
-    (?: (?P<check>(?:let(?:'s|’s|[ \t]+(?:me|us))[ \t]+)?
+    (?: (?P<check>(?:let(?:'s|’s|[ \t]+(?:me|us))[ \t]+)?(?:(?:a[ \t]+)?(?:quick|brief|short|final)[ \t]+)?
             (?:double[- ]?check|verify|verification|sanity[- ]check|check(?:ing)?|working[ \t]+backwards?
               |work[ \t]+backwards?|proof)\b)
       | (?:note\b|n\.b\.|caveat\b|disclaimer\b|assumptions?\b|alternatively\b|however,?[ \t]+if\b
@@ -455,10 +473,41 @@ def _from_phrase(text: str, last: re.Match[str]) -> Extraction | None:
         if first is None:
             continue
         end = _sentence_end(text, first.end())
-        # Words between the phrase and the number: trust it only if it concludes.
-        if _DECOR.fullmatch(text, start, first.start()) or phrase["final"] or last.start() < end:
+        if _DECOR.fullmatch(text, start, first.start()):
+            return _committed(text, _resolve_calculation(text, first, end), "phrase")
+        # Words between the phrase and the number: trust it only if it concludes, and prefer the
+        # number the sentence puts in bold ("After 36 months it costs **$92**").
+        if phrase["final"] or last.start() < end:
+            first = _emphasised(text, phrase.start(), start, end) or first
             return _committed(text, _resolve_calculation(text, first, end), "phrase")
     return None
+
+
+def _emphasised(text: str, scan: int, start: int, end: int) -> re.Match[str] | None:
+    """The first number of text[start:end] inside a ``**...**``, pairing the stars from `scan`."""
+    for bold in _BOLD.finditer(text, scan, end):
+        m = _first_number(text, max(start, bold.start(1)), bold.end(1))
+        if m is not None:
+            return m
+    return None
+
+
+def _recapped_bold(text: str, last_equals: int) -> re.Match[str] | None:
+    """The number of a bold after the last ``=`` (at `last_equals`) that states that ``=``'s
+    result, when all that follows only restates numbers of the text before the bold (a recap:
+    "So she spent **$694**." then "That's $204 on donuts, $160 on cupcakes..."), else None."""
+    if last_equals < 0:
+        return None
+    result = _first_number(text, last_equals + 1, _sentence_end(text, last_equals + 1))
+    stated = [(b, m) for b in _BOLD.finditer(text, last_equals) if (m := _first_number(text, b.start(1), b.end(1)))]
+    if result is None or not stated:
+        return None
+    bold, m = stated[-1]
+    if _value(m) != _value(result):
+        return None
+    earlier = {_value(n) for n in _numbers(text, 0, bold.start())}
+    after = _numbers(text, bold.end())
+    return m if after and all(_value(n) in earlier for n in after) else None
 
 
 def _from_conclusion(text: str, last: re.Match[str]) -> Extraction | None:
@@ -478,6 +527,9 @@ def _from_conclusion(text: str, last: re.Match[str]) -> Extraction | None:
         if bold.end() > last_equals:
             return _committed(text, _resolve_calculation(text, first, bold.end(1)), "bold")
         break
+    recap = _recapped_bold(text, last_equals)
+    if recap is not None:
+        return _committed(text, recap, "bold")
     start = max((b.end() for b in _SENTENCE_BREAK.finditer(text, 0, last.start())), default=0)
     equals = text.rfind("=", start, last.start() + 1)
     if equals >= 0:  # "So she makes 9 * 2 = $18 a day": the result of its last equation
