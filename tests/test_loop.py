@@ -115,15 +115,16 @@ def adapter_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 def test_sampler_without_replacement_and_cycling() -> None:
     sampler = QuestionSampler(size=4, seed=1)
-    drawn = [sampler.next() for _ in range(12)]
+    drawn = [sampler.at(example) for example in range(12)]
     for epoch in range(3):
         assert sorted(drawn[4 * epoch : 4 * epoch + 4]) == [0, 1, 2, 3]
     assert drawn[:4] != drawn[4:8] or drawn[4:8] != drawn[8:]  # reshuffled per epoch
-    resumed = QuestionSampler(size=4, seed=1)
-    for _ in range(5):
-        resumed.next()
-    again = QuestionSampler(size=4, seed=1, state=resumed.state)
-    assert [again.next() for _ in range(7)] == drawn[5:]
+    # A pure function of the global index: another sampler (another rank, a resumed run) agrees.
+    assert [QuestionSampler(size=4, seed=1).at(example) for example in range(5, 12)] == drawn[5:]
+    state = sampler.state(5)  # the checkpoint's position after 5 examples: epoch 1, its second question next
+    assert (state.epoch, state.index) == (1, 1) and state.order[state.index] == drawn[5]
+    with pytest.raises(ValueError, match="holds 4 questions, the dataset 5"):
+        QuestionSampler(size=5, seed=1).check(state)
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:

@@ -148,6 +148,23 @@ def test_engine_defaults_come_from_the_vllm_section(fake_vllm, models_config: Mo
     assert (explicit.llm.kwargs["gpu_memory_utilization"], explicit.llm.kwargs["enforce_eager"]) == (0.2, False)
 
 
+def test_inside_a_data_parallel_run_the_engine_joins_the_launchers_group(fake_vllm, models_config: ModelsConfig):
+    """With a process group up (torchrun), each rank's engine uses it ("external_launcher", as TRL colocates)."""
+    import socket
+
+    import torch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        kwargs = VLLMEngine("org/student", FakeEncoder(), models_config).llm.kwargs
+    finally:
+        torch.distributed.destroy_process_group()
+    assert kwargs["distributed_executor_backend"] == "external_launcher"
+
+
 def test_lora_rank_is_rounded_up_to_one_vllm_accepts(fake_vllm, models_config: ModelsConfig):
     config = dataclasses.replace(models_config, lora=dataclasses.replace(models_config.lora, r=20))
     assert VLLMEngine("org/student", FakeEncoder(), config).llm.kwargs["max_lora_rank"] == 32

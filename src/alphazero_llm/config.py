@@ -366,6 +366,7 @@ class RunConfig:
     keep_last: int  # checkpoints kept (older ones are pruned); 0 keeps all
     save_trees_every: int  # an HTML page of example 1's tree and every Nth's (JSON: every tree); 0: no HTML
     max_completion_tokens: int  # a trajectory's tokens beyond this are not trained on (memory bound)
+    dist_timeout_s: float  # with several processes: how long a collective waits for a missing rank
 
     def __post_init__(self) -> None:
         _require(self.num_examples > 0, "num_examples must be positive")
@@ -382,6 +383,7 @@ class RunConfig:
         _require(self.keep_last >= 0, "keep_last must be >= 0 (0: keep all)")
         _require(self.save_trees_every >= 0, "save_trees_every must be >= 0 (0: no HTML pages)")
         _require(self.max_completion_tokens > 0, "max_completion_tokens must be positive")
+        _require(self.dist_timeout_s > 0, "dist_timeout_s must be positive")
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,8 @@ class StudentModel(TextGeneration):
                 bnb_4bit_compute_dtype=dtype,
                 bnb_4bit_use_double_quant=config.student.bnb_4bit_use_double_quant,
             )
-            kwargs["device_map"] = {"": device.index or 0}
+            # "cuda" is the current device: cuda:LOCAL_RANK in a data-parallel run (training.distributed).
+            kwargs["device_map"] = {"": torch.cuda.current_device() if device.index is None else device.index}
         logger.info("Loading student %s (%s, %s)", path, "nf4 4-bit" if four_bit else dtype_name, device)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -142,6 +142,11 @@ class VLLMEngine(TextGeneration):
         quantization = defaults.quantization if quantization is None else quantization
         if quantization is not None:
             kwargs["quantization"] = quantization
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # A data-parallel run (training.distributed): one engine per rank on the rank's own GPU. vLLM would
+            # otherwise try to set up a process group of its own inside the launcher's; "external_launcher" makes
+            # it use the launcher's, as TRL's colocated vLLM does.
+            kwargs["distributed_executor_backend"] = "external_launcher"
         kwargs.update(llm_kwargs or {})
         logger.info("Starting vLLM on %s (%s)", kwargs["model"], kwargs["dtype"])
         self.llm = vllm.LLM(**kwargs)

@@ -36,6 +36,7 @@ from alphazero_llm.models.student import StudentModel
 from alphazero_llm.models.teachers import TeacherEnsemble
 from alphazero_llm.models.terminal import TerminalChecker
 from alphazero_llm.server import LocalServer
+from alphazero_llm.training import distributed
 from alphazero_llm.training.baselines import SampleSource, SFTSource
 from alphazero_llm.training.engine import VLLMAdapterSync
 from alphazero_llm.training.settings import RunSettings
@@ -103,7 +104,7 @@ def _teacher_configs(settings: RunSettings, stack: ExitStack) -> tuple[TeacherMo
 
         # The student was loaded from the hub, so its files are in the local cache: serve those.
         model_dir = Path(snapshot_download(settings.student))
-    log = settings.checkpoint_dir / "teacher_server.log"
+    log = settings.checkpoint_dir / distributed.per_rank("teacher_server.log", distributed.from_environment())
     server = stack.enter_context(LocalServer(model_dir, log_file=log))
     logger.info("teachers: %s, the student's base model served at %s (%s)", model_dir, server.base_url, choice.reason)
     return (TeacherModelConfig(LOCAL_TEACHER_NAME, "local", server.model_name, server.base_url, LOCAL_TEACHER_KEY_ENV),)

@@ -14,6 +14,7 @@ The protocol (README, "Evaluation"):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -256,6 +257,33 @@ def evaluate_greedy(
         env_rewards=rewards,
         texts=tuple(texts),
     )
+
+
+def shard_rows(total: int, batch_size: int, rank: int, world_size: int) -> list[int]:
+    """The row indices rank `rank` evaluates: every `world_size`-th batch of `batch_size` rows, from batch `rank`.
+
+    Whole batches, so each rank generates exactly the batches one process would (same padding, same greedy
+    answers); the last, short batch stays last on its rank.
+    """
+    starts = range(rank * batch_size, total, world_size * batch_size)
+    return [i for start in starts for i in range(start, min(total, start + batch_size))]
+
+
+def merge_results(parts: Sequence[tuple[Sequence[int], EvalResult]], total: int) -> EvalResult:
+    """One `EvalResult` in row order from the ranks' (row indices, result) parts, which cover `total` rows."""
+    covered = sorted(i for indices, _ in parts for i in indices)
+    if covered != list(range(total)):
+        raise ValueError(f"the evaluation's parts cover rows {covered}, not each of {total} rows once")
+    merged: dict[str, tuple[Any, ...]] = {}
+    for name in (f.name for f in dataclasses.fields(EvalResult)):
+        values: list[Any] = [None] * total
+        for indices, result in parts:
+            column = getattr(result, name)
+            if column:
+                for i, value in zip(indices, column, strict=True):
+                    values[i] = value
+        merged[name] = tuple(values) if all(v is not None for v in values) else ()
+    return EvalResult(**merged)
 
 
 def write_answers(path: Path, rows: Sequence[Mapping[str, Any]], result: EvalResult) -> None:

@@ -1,7 +1,8 @@
 """The training run: draw a problem, ask the trajectory source for a group, make one GRPO (or legacy) update.
 
 Per example (one problem):
-1. `QuestionSampler` picks the problem (without replacement, cycling; seeded; checkpointed).
+1. `QuestionSampler` picks the problem of global example g (without replacement, cycling; seeded); the example's
+   randomness (Python and torch) is seeded from (seed, g) alone, so it does not depend on which process runs it.
 2. The `source` (`training.sources`: one tree search, by default) returns its `Group`.
 3. The loss scores exactly the group's tokens: `prompt_ids` followed by each trajectory's
    `completion_ids` (plus EOS for a terminal one, so stopping is learnt), nothing re-rendered or
@@ -26,8 +27,15 @@ Per example (one problem):
    micro-batch divided by the whole group's kept count, so the parts add up to the group's loss and
    micro-batching never changes the gradient (tests/test_loop.py compares the accumulated gradients
    with one whole-group backward).
-5. Every `gradient_accumulation_steps` examples: clip to `max_grad_norm`, AdamW step, LR schedule step.
+5. Every `gradient_accumulation_steps` rounds: clip to `max_grad_norm`, AdamW step, LR schedule step.
    A NaN/inf loss or gradient norm skips the update (logged); the gradients are dropped, never applied.
+
+Processes (`training.distributed`). The run goes in rounds of `world_size` examples: rank r trains global
+example `step + r`. Before each optimiser step the ranks' gradients are summed and scaled to the mean over all
+the cycle's examples, so W processes with accumulation A step as one process with accumulation W x A (over the
+same examples, in the same order); a non-finite loss on any rank skips the step on every rank. Rank 0 gathers
+every rank's per-example record and alone writes metrics and checkpoints; at each checkpoint the ranks' adapters
+are compared, and a difference stops the run. One process is a world of one: no collective, the same steps.
 
 Reference policy. With `grpo.update_ref_every` = 0 the reference is the base model with the LoRA
 adapter disabled (`StudentModel.reference()`, no copy). With N > 0, every N examples the current
@@ -43,6 +51,8 @@ between checkpoints loses only the examples since the last one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import random
@@ -57,6 +67,7 @@ import torch
 
 from alphazero_llm.config import TrainingConfig
 from alphazero_llm.data import Problem
+from alphazero_llm.training import distributed
 from alphazero_llm.training.checkpoint import (
     CheckpointState,
     capture_rng,
@@ -75,6 +86,7 @@ from alphazero_llm.trajectory import Group
 logger = logging.getLogger(__name__)
 
 REFERENCE_ADAPTER = "reference"
+RANKS_FILE = "ranks.jsonl"  # one line per checkpoint of a multi-process run: each rank's adapter digest
 
 
 class BanditState(Protocol):
@@ -142,10 +154,11 @@ class ReferencePolicy:
         finally:
             model.set_adapter("default")  # also marks "default" trainable again and the snapshot frozen
 
-    def after_example(self, step: int) -> None:
-        if self.update_every > 0 and step % self.update_every == 0:
+    def after_examples(self, before: int, after: int) -> None:
+        """Refresh the snapshot when a multiple of `update_every` lies in (before, after] (a round's examples)."""
+        if self.update_every > 0 and after // self.update_every > before // self.update_every:
             self.snapshot()
-            logger.info("reference adapter refreshed from the policy at example %d", step)
+            logger.info("reference adapter refreshed from the policy at example %d", after)
 
     def snapshot(self, weights: Mapping[str, torch.Tensor] | None = None) -> None:
         """Copy the current adapter (or `weights`, in PEFT's saved form) into the frozen reference adapter."""
@@ -181,6 +194,7 @@ class Trainer:
         rng: random.Random | None = None,
         bandit: BanditState | None = None,
         metrics: MetricsLog | None = None,
+        dist: distributed.Dist | None = None,
     ) -> None:
         run = config.run
         accumulate = config.optimizer.gradient_accumulation_steps
@@ -198,29 +212,51 @@ class Trainer:
         self.rng = rng if rng is not None else random.Random(config.seed)
         self.bandit = bandit
         self.sampler = QuestionSampler(len(problems), config.seed)
+        self.dist = dist or distributed.Dist()
         self.optimizer = build_optimizer(student.model.parameters(), config.optimizer, student.device)
         self.scheduler = build_scheduler(self.optimizer, config.optimizer, math.ceil(run.num_examples / accumulate))
         self.reference = ReferencePolicy(student, config.grpo.update_ref_every)
         self.metrics = metrics or MetricsLog(self.checkpoint_dir / "metrics.jsonl")
-        self.step = 0
+        self.step = 0  # examples done, by all ranks: the next round starts at global example `step`
         self.updates = 0  # optimiser steps taken by this process (a resumed run counts from 0 again)
         self.order: list[int] = []  # question indices of this process's examples, for tests and logs
+        self._rounds = 0  # rounds accumulated since the last optimiser step
+        self._cycle_examples = 0  # examples this rank accumulated since the last optimiser step
+        self._poisoned = False  # a non-finite loss on this rank since the last optimiser step
+        self._next_save = run.save_every
         self.eos = getattr(student.tokenizer, "eos_token_id", None)
 
     # --- checkpoints -----------------------------------------------------------------------------
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Every rank: compare the adapters (`distributed.check_identical`); rank 0: write the checkpoint (and,
+        with several ranks, their digests to ranks.jsonl). Returns the checkpoint's path on rank 0."""
+        digests = distributed.check_identical(self._adapter(), self.dist) if self.dist.enabled else []
+        if not self.dist.is_main:
+            distributed.all_gather(None, self.dist)  # wait for rank 0's checkpoint: no rank runs ahead of it
+            return None
         state = CheckpointState(
             step=self.step,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             rng=capture_rng(self.rng),
-            sampler=self.sampler.state,
+            sampler=self.sampler.state(self.step),
             teacher_bandit=self.bandit.state_dict() if self.bandit is not None else {},
             metrics=tuple(self.metrics.records),
         )
         keep_last = self.run_config.keep_last or None  # 0 keeps every checkpoint
-        return save_checkpoint(self.checkpoint_dir, state, self.student, keep_last=keep_last)
+        path = save_checkpoint(self.checkpoint_dir, state, self.student, keep_last=keep_last)
+        if self.dist.enabled:
+            line = {"step": self.step, "world_size": self.dist.world_size, "adapter_sha256": digests}
+            with (self.checkpoint_dir / RANKS_FILE).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
+            logger.info("checkpoint %s: the adapter is identical on all %d ranks", path.name, self.dist.world_size)
+        distributed.all_gather(None, self.dist)
+        return path
+
+    def _adapter(self) -> list[torch.Tensor]:
+        """The trained parameters (the LoRA adapter), in a fixed order."""
+        return [p for p in self.student.model.parameters() if p.requires_grad]
 
     def resume(self, directory: Path | None = None) -> bool:
         """Load `directory`, else the newest good checkpoint (`select_checkpoint`); True when one was loaded.
@@ -237,32 +273,69 @@ class Trainer:
         self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         restore_rng(state.rng, self.rng)
-        self.sampler = QuestionSampler(len(self.problems), self.config.seed, state.sampler)
+        self.sampler.check(state.sampler)
         if self.bandit is not None and state.teacher_bandit:
             self.bandit.load_state_dict(state.teacher_bandit)
         self.metrics = MetricsLog(self.metrics.path, state.metrics, self.metrics.reporters)
         self.step = state.step
+        self._next_save = (self.step // self.run_config.save_every + 1) * self.run_config.save_every
         logger.info("resumed from %s at example %d", latest, self.step)
         return True
 
     # --- one example -----------------------------------------------------------------------------
 
     def train_example(self) -> dict[str, Any]:
+        """One process: train the next example (and step the optimiser when its cycle is complete)."""
+        if self.dist.enabled:
+            raise RuntimeError("train_example() is for one process; with several ranks, use train_round()")
+        (record,) = self.train_round()
+        return record
+
+    def train_round(self) -> list[dict[str, Any]]:
+        """The next `world_size` examples, one per rank (fewer at the run's end): search, loss and gradient on
+        each rank, then the averaged optimiser step when the accumulation cycle is complete. Returns every rank's
+        record, in example order (each rank gets them all); rank 0 logs them."""
+        first = self.step
+        count = min(self.dist.world_size, self.run_config.num_examples - first)
+        record = self._train(first + self.dist.rank) if self.dist.rank < count else None
+        self._rounds += 1
+        if self._rounds == self.config.optimizer.gradient_accumulation_steps:
+            outcome = self._optimizer_step()
+            if record is not None:
+                record.update(outcome)
+        self.step = first + count
+        self.reference.after_examples(first, self.step)
+        records = [r for r in distributed.all_gather(record, self.dist) if r is not None]
+        lr = self.scheduler.get_last_lr()[0]
+        for r in records:
+            r["lr"] = lr
+            if self.dist.is_main:
+                self.metrics.log(r)
+        return records
+
+    def _seed(self, example: int) -> None:
+        """Example `example`'s randomness, Python's and torch's, from (seed, example) alone."""
+        digest = hashlib.sha256(f"{self.config.seed}:{example}".encode()).digest()
+        seed = int.from_bytes(digest[:8], "little") % (2**63)
+        self.rng.seed(seed)
+        torch.manual_seed(seed)
+
+    def _train(self, example: int) -> dict[str, Any]:
+        """Search global example `example` and accumulate its loss gradient (no optimiser step)."""
         start = time.perf_counter()
-        index = self.sampler.next()
+        self._seed(example)
+        index = self.sampler.at(example)
         self.order.append(index)
         problem = self.problems[index]
-        group = self.source(problem, self.rng, self.step)
-        record: dict[str, Any] = {"step": self.step + 1, "question_index": index, "problem_id": problem.id}
+        group = self.source(problem, self.rng, example)
+        record: dict[str, Any] = {
+            "step": example + 1, "rank": self.dist.rank, "question_index": index, "problem_id": problem.id,
+        }  # fmt: skip
         record.update(group_stats(group))
         batch = self.batch(group)
         record["grad_tokens"] = sum(len(ids) for ids in batch.completion_ids)  # the tokens the loss scores
-        record.update(self.update(batch))
-        self.step += 1
-        self.reference.after_example(self.step)
-        record["lr"] = self.scheduler.get_last_lr()[0]
+        record.update(self.accumulate(batch, example))
         record["time_s"] = time.perf_counter() - start
-        self.metrics.log(record)
         return record
 
     def batch(self, group: Group) -> Batch:
@@ -287,11 +360,19 @@ class Trainer:
         )
 
     def update(self, batch: Batch) -> dict[str, Any]:
-        """Accumulate the group's loss gradient; step the optimiser when an accumulation cycle is complete."""
+        """One process: accumulate the group's loss gradient, and step the optimiser when the cycle is complete."""
+        out = self.accumulate(batch, self.step)
+        self._rounds += 1
+        if self._rounds == self.config.optimizer.gradient_accumulation_steps:
+            out.update(self._optimizer_step())
+        return out
+
+    def accumulate(self, batch: Batch, example: int) -> dict[str, Any]:
+        """Add the group's loss gradient (scaled by 1 / gradient_accumulation_steps) to the parameters' grads."""
         group = len(batch.completion_ids)
         out: dict[str, Any] = {"loss": None, "kl": None, "grad_norm": None, "skipped": False, "updated": False}
         if group == 0:
-            logger.warning("example %d: the search gave no trajectory with text; nothing to learn", self.step + 1)
+            logger.warning("example %d: the search gave no trajectory with text; nothing to learn", example + 1)
             return out
         grpo, legacy, opt = self.config.grpo, self.config.legacy, self.config.optimizer
         use_grpo = self.run_config.loss == "grpo"
@@ -321,8 +402,8 @@ class Trainer:
                         num_kept=kept,
                     )  # fmt: skip
                 if not torch.isfinite(loss):
-                    logger.warning("example %d: non-finite loss %s; update skipped", self.step + 1, float(loss))
-                    self.optimizer.zero_grad(set_to_none=True)
+                    logger.warning("example %d: non-finite loss %s; update skipped", example + 1, float(loss))
+                    self._poisoned = True
                     out["skipped"] = True
                     return out
                 # The micro-batch's part of the group's loss: a mean over the group's rows for GRPO; the
@@ -334,12 +415,22 @@ class Trainer:
         finally:
             self.student.model.eval()
         out.update(loss=loss_total, kl=kl_total)
-        if (self.step + 1) % opt.gradient_accumulation_steps == 0:
-            out.update(self._optimizer_step())
+        self._cycle_examples += 1
         return out
 
     def _optimizer_step(self) -> dict[str, Any]:
+        """End the accumulation cycle: average the ranks' gradients, clip, step (or skip, on every rank alike)."""
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        poisoned = distributed.any_rank(self._poisoned, self.dist)
+        examples = sum(distributed.all_gather(self._cycle_examples, self.dist))
+        self._rounds, self._cycle_examples, self._poisoned = 0, 0, False
+        if poisoned or examples == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped": True} if poisoned else {}
+        # Each rank holds (1/A) x the sum of its examples' gradients; the mean over the cycle's examples is
+        # A / examples x their sum (1 for one process with a full cycle).
+        scale = self.config.optimizer.gradient_accumulation_steps / examples
+        distributed.average_gradients(params, self.dist, scale)
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.optimizer.max_grad_norm))
         if not math.isfinite(norm):
             logger.warning("example %d: non-finite gradient norm; update skipped", self.step + 1)
@@ -358,21 +449,24 @@ class Trainer:
         from tqdm.auto import tqdm
 
         total = self.run_config.num_examples
-        bar = tqdm(total=total, initial=self.step, desc="training", unit="q", disable=not progress)
+        show = progress and self.dist.is_main
+        bar = tqdm(total=total, initial=self.step, desc="training", unit="q", disable=not show)
         try:
             while self.step < total:
-                record = self.train_example()
-                bar.update(1)
-                bar.set_postfix(reward=_fmt(record.get("reward_mean")), loss=_fmt(record.get("loss")))
-                if self.step % self.run_config.log_interval == 0:
-                    logger.info(
-                        "example %d/%d: reward %s, hre %s, pre %s, loss %s, kl %s, group %d, %.1fs",
-                        self.step, total, _fmt(record["reward_mean"]), _fmt(record["hre_mean"]),
-                        _fmt(record["pre_mean"]), _fmt(record["loss"]), _fmt(record["kl"]),
-                        record["group_size"], record["time_s"],
-                    )  # fmt: skip
-                if self.step % self.run_config.save_every == 0 or self.step == total:
+                for record in self.train_round():
+                    bar.update(1)
+                    bar.set_postfix(reward=_fmt(record.get("reward_mean")), loss=_fmt(record.get("loss")))
+                    if record["step"] % self.run_config.log_interval == 0 and self.dist.is_main:
+                        logger.info(
+                            "example %d/%d (rank %d): reward %s, hre %s, pre %s, loss %s, kl %s, group %d, %.1fs",
+                            record["step"], total, record["rank"], _fmt(record["reward_mean"]),
+                            _fmt(record["hre_mean"]), _fmt(record["pre_mean"]), _fmt(record["loss"]),
+                            _fmt(record["kl"]), record["group_size"], record["time_s"],
+                        )  # fmt: skip
+                # A checkpoint waits for the end of an accumulation cycle: pending gradients are not saved.
+                if self.step == total or (self.step >= self._next_save and self._rounds == 0):
                     self.save()
+                    self._next_save = (self.step // self.run_config.save_every + 1) * self.run_config.save_every
         finally:
             bar.close()
         return self.metrics.records

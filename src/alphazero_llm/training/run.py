@@ -12,6 +12,13 @@
 4. The trajectory source (`assembly.mcts_source`: teachers, terminal check, the student policy) and the
    `Trainer`; greedy accuracy before (fresh runs) and after training, with Wilson 95% intervals; PNG
    plots and a summary table at the end.
+
+Several processes (`torchrun` / `accelerate launch`, `training.distributed`): every rank loads the student
+(the same seed, so the same LoRA initialisation, checked), searches its own examples and evaluates its own
+batches; rank 0 alone writes the run directory (metrics, checkpoints, evaluation reports, plots, wandb or
+tensorboard). Each provider's rate limit is the run's budget, split evenly across the ranks; `--local-teacher`
+starts one server per rank (the embedded student's server takes about 1 GiB; per-rank servers need no
+cross-process start-up protocol, and a rank's searches never queue behind another rank's).
 """
 
 from __future__ import annotations
@@ -31,11 +38,11 @@ from alphazero_llm.config import Config, TrainingConfig
 from alphazero_llm.data import DataError, Problem, dataset_splits
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.rewards import PerplexityReward
-from alphazero_llm.training import preflight
+from alphazero_llm.training import distributed, preflight
 from alphazero_llm.training.assembly import trajectory_source
 from alphazero_llm.training.checkpoint import find_latest, sha256_file
 from alphazero_llm.training.engine import VLLM_ADAPTER_DIR, VLLMAdapterSync, start_engine
-from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, write_answers
+from alphazero_llm.training.evaluation import EvalResult, evaluate_greedy, merge_results, shard_rows, write_answers
 from alphazero_llm.training.loop import Trainer
 from alphazero_llm.training.metrics import MetricsLog, make_reporter, summary_table, write_plots
 from alphazero_llm.training.settings import RunSettings
@@ -43,17 +50,25 @@ from alphazero_llm.training.settings import RunSettings
 logger = logging.getLogger(__name__)
 
 EVAL_BEFORE_FILE = "eval_before.json"
+EVAL_BATCH_SIZE = 8  # prompts generated together; each rank evaluates whole batches
 EVAL_FILE = "eval.json"
 
 
 def evaluate(
-    student: StudentModel, rows: Sequence[Mapping[str, Any]], config: Config, out: Path, when: str
+    student: StudentModel,
+    rows: Sequence[Mapping[str, Any]],
+    config: Config,
+    out: Path,
+    when: str,
+    dist: distributed.Dist | None = None,
 ) -> EvalResult:
     """The greedy evaluation (`training.evaluation`) of `rows`, its answers written to `answers_<when>.jsonl`.
 
     The environment's reward uses the rubric's PRE: the base student's (adapter disabled), as vf-eval's
-    `use_student_model` scores it.
+    `use_student_model` scores it. With several ranks each evaluates its own batches (`shard_rows`) and every
+    rank gets the merged result, equal to one process's; rank 0 writes the answers.
     """
+    dist = dist or distributed.Dist()
     training = config.training
     env, split = training.environment, training.evaluation.split
     reward = PerplexityReward(student)
@@ -62,18 +77,30 @@ def evaluate(
         with torch.no_grad(), student.reference():
             return reward.score(chats, texts, solutions)
 
-    result = evaluate_greedy(
-        student, rows, env.system_prompt, training.evaluation.max_new_tokens,
-        pre=base_pre, rubric_weights=(env.hre_weight, env.pre_weight), desc=f"evaluating ({split}, {when})",
+    mine = shard_rows(len(rows), EVAL_BATCH_SIZE, dist.rank, dist.world_size)
+    part = evaluate_greedy(
+        student, [rows[i] for i in mine], env.system_prompt, training.evaluation.max_new_tokens,
+        pre=base_pre, rubric_weights=(env.hre_weight, env.pre_weight), batch_size=EVAL_BATCH_SIZE,
+        desc=f"evaluating ({split}, {when})", progress=dist.is_main,
     )  # fmt: skip
-    write_answers(out / f"answers_{when}.jsonl", rows, result)
-    logger.info("greedy evaluation %s training, %d %s questions: %s", when, len(rows), split, result)
+    result = merge_results(distributed.all_gather((mine, part), dist), len(rows))
+    if dist.is_main:
+        write_answers(out / f"answers_{when}.jsonl", rows, result)
+        logger.info("greedy evaluation %s training, %d %s questions: %s", when, len(rows), split, result)
     return result
 
 
 def run(settings: RunSettings) -> int:
     """Train as `settings` says; 0 when the run finished. Everything `preflight` can check is checked before
     the student loads, and nothing in the run directory is rewritten before a resumed checkpoint verified."""
+    dist = distributed.init(settings.device, settings.training.run.dist_timeout_s)
+    try:
+        return _run(distributed.share_rate_limits(settings, dist.world_size), dist)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _run(settings: RunSettings, dist: distributed.Dist) -> int:
     config, training = settings.config, settings.training
     out = settings.checkpoint_dir
     preflight.run_directory(out)
@@ -88,23 +115,27 @@ def run(settings: RunSettings) -> int:
         raise DataError(f"no training rows in {splits.source}")
     start = preflight.resume_point(settings)
     logger.info(
-        "run: %d %s examples, %s loss, device %s, source %s", training.run.num_examples, ds.kind,
-        training.run.loss, settings.device, _describe_source(training),
+        "run: %d %s examples, %s loss, device %s, source %s, %d process(es)", training.run.num_examples, ds.kind,
+        training.run.loss, settings.device, _describe_source(training), dist.world_size,
     )  # fmt: skip
-    # --seed fixes everything drawn from torch's generator: the LoRA initialisation here, dropout in training.
+    # --seed fixes everything drawn from torch's generator: the LoRA initialisation here (the same on every
+    # rank), dropout in training (seeded per example, `Trainer`).
     torch.manual_seed(seed)
     student = StudentModel.load(StudentSpec(name=settings.student, device=settings.device), config.models)
+    if dist.enabled:  # the same seed gives every rank the same LoRA initialisation: check it before training
+        distributed.check_identical([p for p in student.model.parameters() if p.requires_grad], dist)
     engine = start_engine(settings.engine, settings.student, student, config.models, seed)
-    sync = VLLMAdapterSync(student, engine, out / VLLM_ADAPTER_DIR) if engine is not None else None
+    # Each rank's own engine reloads its own copy of the adapter.
+    adapter_dir = out / distributed.per_rank(VLLM_ADAPTER_DIR, dist)
+    sync = VLLMAdapterSync(student, engine, adapter_dir) if engine is not None else None
     with ExitStack() as stack:
         loop = asyncio.new_event_loop()
         stack.callback(loop.close)
         trajectories, ensemble = trajectory_source(settings, stack, loop, student, sync)
-        reporter = make_reporter(training.run.report_to, out, _run_config(settings))
+        reporter = make_reporter(training.run.report_to, out, _run_config(settings)) if dist.is_main else None
         metrics = MetricsLog(out / "metrics.jsonl", reporters=[reporter] if reporter else [])
-        trainer = Trainer(
-            student, trajectories, problems, training, bandit=ensemble.bandit if ensemble else None, metrics=metrics
-        )
+        bandit = ensemble.bandit if ensemble else None
+        trainer = Trainer(student, trajectories, problems, training, bandit=bandit, metrics=metrics, dist=dist)
         if sync is not None:
             sync.version = lambda: trainer.updates  # the policy changes with each optimiser step
         if start is not None:
@@ -112,7 +143,9 @@ def run(settings: RunSettings) -> int:
         stack.callback(lambda: trainer.metrics.close())
         before = _before(trainer, student, eval_rows, config, out)
         trainer.run()
-        after = evaluate(student, eval_rows, config, out, "after") if eval_rows else None
+        after = evaluate(student, eval_rows, config, out, "after", dist) if eval_rows else None
+        if not dist.is_main:
+            return 0
         report = {
             "split": training.evaluation.split,
             "questions": [row["info"]["id"] for row in eval_rows],
@@ -155,8 +188,9 @@ def _before(
         return None
     if not rows:
         return None
-    result = evaluate(student, rows, config, out, "before")
-    path.write_text(json.dumps(result.to_record(), indent=2), encoding="utf-8")
+    result = evaluate(student, rows, config, out, "before", trainer.dist)
+    if trainer.dist.is_main:
+        path.write_text(json.dumps(result.to_record(), indent=2), encoding="utf-8")
     return result
 
 

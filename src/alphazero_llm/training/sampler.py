@@ -1,13 +1,17 @@
-"""Questions without replacement, cycling when exhausted; the position is part of the checkpoint."""
+"""The question of each example: without replacement within an epoch, cycling, seeded; a pure function of the
+example's global index, so that every rank of a data-parallel run, and a run resumed with any number of
+processes, draws the same question for the same example."""
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
 from alphazero_llm.training.checkpoint import SamplerState
 
 
+@functools.lru_cache(maxsize=4)
 def epoch_order(size: int, seed: int, epoch: int) -> tuple[int, ...]:
     """The order of epoch `epoch`: a permutation of range(size) from its own seeded RNG.
 
@@ -18,28 +22,27 @@ def epoch_order(size: int, seed: int, epoch: int) -> tuple[int, ...]:
     return tuple(order)
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuestionSampler:
-    """`next()` gives dataset indices, each once per epoch, in a seeded order."""
+    """`at(example)`: the dataset index of global example `example` (0-based), each question once per epoch."""
 
     size: int
     seed: int
-    state: SamplerState | None = None
 
     def __post_init__(self) -> None:
         if self.size <= 0:
             raise ValueError("the training set is empty")
-        if self.state is None:
-            self.state = SamplerState(epoch=0, index=0, order=epoch_order(self.size, self.seed, 0))
-        elif len(self.state.order) != self.size:
-            raise ValueError(f"checkpoint sampler holds {len(self.state.order)} questions, the dataset {self.size}")
 
-    def next(self) -> int:
-        assert self.state is not None
-        state = self.state
-        if state.index >= len(state.order):
-            state = SamplerState(
-                epoch=state.epoch + 1, index=0, order=epoch_order(self.size, self.seed, state.epoch + 1)
-            )
-        self.state = SamplerState(epoch=state.epoch, index=state.index + 1, order=state.order)
-        return state.order[state.index]
+    def at(self, example: int) -> int:
+        epoch, index = divmod(example, self.size)
+        return epoch_order(self.size, self.seed, epoch)[index]
+
+    def state(self, done: int) -> SamplerState:
+        """The position after `done` examples, as a checkpoint records it (sampler.json)."""
+        epoch, index = divmod(done, self.size)
+        return SamplerState(epoch=epoch, index=index, order=epoch_order(self.size, self.seed, epoch))
+
+    def check(self, state: SamplerState) -> None:
+        """A checkpoint's sampler must come from a training set of this size."""
+        if len(state.order) != self.size:
+            raise ValueError(f"checkpoint sampler holds {len(state.order)} questions, the dataset {self.size}")
