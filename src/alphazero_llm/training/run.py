@@ -17,7 +17,7 @@ Several processes (`torchrun` / `accelerate launch`, `training.distributed`): ev
 (the same seed, so the same LoRA initialisation, checked), searches its own examples and evaluates its own
 batches; rank 0 alone writes the run directory (metrics, checkpoints, evaluation reports, plots, wandb or
 tensorboard). Each provider's rate limit is the run's budget, split evenly across the ranks; `--local-teacher`
-starts one server per rank (the embedded student's server takes about 1 GiB; per-rank servers need no
+starts one server per rank (the embedded student's server holds about 1.8 GiB; per-rank servers need no
 cross-process start-up protocol, and a rank's searches never queue behind another rank's).
 """
 
