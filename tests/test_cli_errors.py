@@ -294,3 +294,36 @@ def test_every_teacher_out_stops_unless_told_to_continue() -> None:
         source_with(Roster(("a", "b"), out))._teachers_out()
     assert "--continue-without-teachers" in str(info.value) and "--resume" in str(info.value)
     assert source_with(Roster(("a", "b"), out), continue_without_teachers=True)._teachers_out() == out
+
+
+# --- under torchrun: the failure summary names the error --------------------------------------------------
+
+
+def test_under_torchrun_a_rank_writes_its_error_for_the_launcher(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun prints each failed rank's error file in its summary: a user error and a bug both write it, in the
+    format of torch's `@record`, with secrets masked as on stderr."""
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    file = tmp_path / f"run-{SECRET}"
+    file.write_text("x")
+    code, err = error_of(capsys, ["--checkpoint-dir", str(file), "--reference-teacher", "only"])
+    assert_one_line_error(code, err, "exists and is not a directory")
+    message = json.loads(error_file.read_text())["message"]
+    assert message["message"].startswith("UserError: --checkpoint-dir ")
+    assert "exists and is not a directory" in message["message"]
+    assert SECRET not in error_file.read_text() and SECRET not in err
+    assert "preflight" in message["extraInfo"]["py_callstack"]  # where it was raised
+
+    error_file.unlink()
+
+    def a_bug(settings: object) -> int:
+        raise RuntimeError("a bug in the run")
+
+    monkeypatch.setattr("alphazero_llm.training.run.run", a_bug)
+    with pytest.raises(RuntimeError, match="a bug in the run"):
+        main(["--checkpoint-dir", str(tmp_path / "run"), "--reference-teacher", "only"])
+    message = json.loads(error_file.read_text())["message"]
+    assert message["message"] == "RuntimeError: a bug in the run"
+    assert "in a_bug" in message["extraInfo"]["py_callstack"]

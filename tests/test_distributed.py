@@ -4,9 +4,11 @@ sharding, and real 2-process train_vllm.py runs under torchrun (CPU, gloo, `--re
 (a) after 2 optimiser steps the two ranks' adapters are byte-identical;
 (b) one 2-process step over questions {A, B} equals one single-process step over them with 2-way gradient
     accumulation, within 1e-5 on every adapter tensor (and the same pre-clip gradient norm);
-(c) killing one rank stops the other within the timeout, naming the rank; --resume completes, and metrics.jsonl
-    has exactly one line per example;
-(d) a 2-process checkpoint resumed in 1 process trains on the next questions of the global order.
+(c) killing one rank, or one rank raising, stops the other within the timeout, naming the rank (and the error);
+    --resume completes, and metrics.jsonl has exactly one line per example;
+(d) a 2-process checkpoint resumed in 1 process, and a 1-process checkpoint resumed in 2, train on the next
+    questions of the global order;
+and the multi-machine launch (torchrun --nnodes 2, c10d rendezvous), with both "machines" on this one.
 """
 
 from __future__ import annotations
@@ -198,10 +200,12 @@ def train_args(smollm_dir: Path, config: Path, out: Path, num_examples: int, *fl
     ]  # fmt: skip
 
 
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+
+
 def torchrun(args: list[str]) -> list[str]:
-    torchrun_bin = Path(sys.executable).parent / "torchrun"
-    return [str(torchrun_bin), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
-            str(free_port()), *args]  # fmt: skip
+    return [TORCHRUN, "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+            *args]  # fmt: skip
 
 
 def env_one_thread() -> dict[str, str]:
@@ -215,6 +219,10 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
                           timeout=RUN_TIMEOUT_S)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-5000:]
     return proc
+
+
+def rank_checks(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "ranks.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def metrics(out: Path) -> list[dict]:
@@ -242,7 +250,7 @@ def two_process_run(smollm_dir: Path, ddp_config: Path, tmp_path_factory: pytest
 
 @pytest.mark.slow
 def test_two_ranks_hold_byte_identical_adapters(two_process_run: Path):
-    checks = [json.loads(line) for line in (two_process_run / "ranks.jsonl").read_text().splitlines()]
+    checks = rank_checks(two_process_run)
     assert [c["step"] for c in checks] == [2, 4]  # two optimiser steps, one per round of 2 examples
     for check in checks:
         rank0, rank1 = check["adapter_sha256"]
@@ -286,6 +294,79 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run: Path, 
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert [r["question_index"] for r in records] == global_order(4)
     assert [r["rank"] for r in records] == [0, 1, 0, 0]  # examples 3 and 4 by the single process
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_in_two_processes(smollm_dir: Path, ddp_config: Path, tmp_path: Path):
+    out = tmp_path / "grown"
+    run(train_args(smollm_dir, ddp_config, out, 2))
+    run(torchrun(train_args(smollm_dir, ddp_config, out, 4, "--resume")))
+    records = metrics(out)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["question_index"] for r in records] == global_order(4)
+    assert [r["rank"] for r in records] == [0, 0, 0, 1]  # examples 3 and 4 by two ranks
+    assert all(r["updated"] for r in records)
+    (check,) = rank_checks(out)
+    assert check["step"] == 4 and check["world_size"] == 2
+    assert len(set(check["adapter_sha256"])) == 1
+
+
+def node(rank: int, port: int, args: list[str]) -> subprocess.Popen:
+    """One 'machine' of two: torchrun's multi-node launch (the README's), one process per node, c10d rendezvous."""
+    cmd = [TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test", *args]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env_one_thread(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def finish(nodes: list[subprocess.Popen]) -> list[tuple[int, str]]:
+    results = []
+    for proc in nodes:
+        try:
+            _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        results.append((proc.returncode, stderr))
+    return results
+
+
+@pytest.mark.slow
+def test_two_machines_train_as_two_processes(smollm_dir: Path, ddp_config: Path, tmp_path: Path):
+    """Both "machines" on this one, sharing --checkpoint-dir: each rank is local rank 0 of its node."""
+    out = tmp_path / "nodes"
+    port = free_port()
+    results = finish([node(rank, port, train_args(smollm_dir, ddp_config, out, 2)) for rank in range(2)])
+    for code, stderr in results:
+        assert code == 0, stderr[-5000:]
+    records = metrics(out)
+    assert [(r["step"], r["rank"]) for r in records] == [(1, 0), (2, 1)]
+    assert [r["question_index"] for r in records] == global_order(2)
+    (check,) = rank_checks(out)
+    assert check["world_size"] == 2 and len(set(check["adapter_sha256"])) == 1
+
+
+@pytest.mark.slow
+def test_machines_that_do_not_share_the_checkpoint_dir_are_stopped(
+    two_process_run: Path, smollm_dir: Path, ddp_config: Path, tmp_path: Path
+):
+    """On several machines each rank reads its own --checkpoint-dir: a resume where only one holds the checkpoint
+    must stop before training, naming the ranks, not train rank 1 from scratch beside rank 0's checkpoint."""
+    shared, local = tmp_path / "main_machine", tmp_path / "other_machine"
+    shared.mkdir()
+    shutil.copytree(two_process_run / "checkpoint-2", shared / "checkpoint-2")
+    port = free_port()
+    flags = ("--resume", "--fresh-if-no-checkpoint")
+    results = finish([node(rank, port, train_args(smollm_dir, ddp_config, directory, 4, *flags))
+                      for rank, directory in enumerate((shared, local))])  # fmt: skip
+    for code, stderr in results:
+        assert code != 0
+        assert "the ranks would start from different checkpoints (rank 0: checkpoint-2, rank 1: no checkpoint)" in (
+            stderr
+        ), stderr[-3000:]
+    assert sorted(p.name for p in shared.iterdir()) == ["checkpoint-2"]  # nothing written, nothing lost
+    assert list(local.iterdir()) == []
 
 
 def worker_pid(launcher: int, rank: int) -> int | None:
@@ -340,3 +421,43 @@ def test_killing_one_rank_stops_the_run_and_resume_completes_it(smollm_dir: Path
     records = metrics(out)
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert [r["question_index"] for r in records] == global_order(6)
+
+
+def root_cause(stderr: str) -> str:
+    """torchrun's failure summary: the part that names the first failed rank and prints its error file."""
+    assert "Root Cause (first observed failure):" in stderr, stderr[-3000:]
+    return stderr.split("Root Cause (first observed failure):", 1)[1]
+
+
+@pytest.mark.slow
+def test_one_rank_raising_stops_the_run_naming_it_and_resume_completes_it(
+    smollm_dir: Path, ddp_config: Path, tmp_path: Path
+):
+    out, mark = tmp_path / "raised", tmp_path / "raised.mark"
+    driver = str(REPO_ROOT / "tests" / "fixtures" / "train_with_failure.py")
+    cmd = torchrun([driver, *train_args(smollm_dir, ddp_config, out, 4)[1:]])
+    env = {**env_one_thread(), "FAIL_RANK": "1", "FAIL_EXAMPLE": "3", "FAIL_MARK": str(mark)}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        wait_for(mark.exists, proc, "the injected failure")  # rank 1, example 4: the second round
+        raised_at = time.monotonic()
+        _, stderr = proc.communicate(timeout=DIST_TIMEOUT_S + 60)
+        stopped_after = time.monotonic() - raised_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert stopped_after < DIST_TIMEOUT_S, f"rank 0 ran on for {stopped_after:.0f} s after rank 1 raised"
+    summary = root_cause(stderr)
+    assert "local_rank: 1" in summary, summary
+    assert "RuntimeError: injected failure in example 4 on rank 1" in summary, summary  # the error file's message
+    assert "train_or_fail" in summary  # and its traceback
+    assert sorted(c.name for c in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / "meta.json").is_file()
+
+    run(torchrun(train_args(smollm_dir, ddp_config, out, 4, "--resume")))
+    records = metrics(out)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["question_index"] for r in records] == global_order(4)

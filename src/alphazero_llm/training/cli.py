@@ -9,14 +9,20 @@ Start-up is light: this module imports neither torch nor transformers, so `--hel
 error answer at once; the run's modules are imported after the arguments parse. An error a user can
 fix (`errors.UserError`, a config or data `ValueError`, an `OSError` on a path they gave) is printed
 as one line naming the culprit and the fix, with every secret masked (`redact`), and the exit code
-is 1; `--debug` shows the traceback instead. Anything else is a bug and keeps its traceback.
+is 1; `--debug` shows the traceback instead. Anything else is a bug and keeps its traceback. Under torchrun,
+either kind is also written where the launcher reads a failed rank's error (`_tell_launcher`), so its failure
+summary names the rank and the error, not only an exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,6 +39,8 @@ USER_ERRORS = (UserError, ValueError, OSError)
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # argparse's code
 EXIT_INTERRUPTED = 130
+# torchrun gives each rank a file to write its error to, and prints it in the failure summary (torch's `@record`).
+LAUNCHER_ERROR_FILE = "TORCHELASTIC_ERROR_FILE"
 
 
 def teacher_spec(spec: str) -> TeacherModelConfig:
@@ -281,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return run(settings)
     except USER_ERRORS as exc:
+        _tell_launcher(exc)
         if args.debug:
             raise
         _print_error(exc)
@@ -288,12 +297,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; --resume continues from the newest checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        _tell_launcher(exc)
+        raise
 
 
 def _print_error(exc: BaseException) -> None:
     """One line that names the culprit (the exception's message) and how to see more; secrets masked."""
     message = redact(str(exc) or type(exc).__name__)
     print(f"{PROG}: error: {message}\n(--debug shows the traceback)", file=sys.stderr)
+
+
+def _tell_launcher(exc: BaseException) -> None:
+    """Under torchrun: write `exc` to this rank's error file, in the format of torch's `@record`, so the launcher's
+    failure summary shows the error and its traceback beside the rank. Secrets masked. Call from `except`."""
+    path = os.environ.get(LAUNCHER_ERROR_FILE)
+    if not path:
+        return
+    error = {
+        "message": {
+            "message": redact(f"{type(exc).__name__}: {exc}"),
+            "extraInfo": {"py_callstack": redact(traceback.format_exc()), "timestamp": str(int(time.time()))},
+        }
+    }
+    try:
+        Path(path).write_text(json.dumps(error), encoding="utf-8")
+    except OSError as write_error:  # never hide the run's own error behind this one
+        logger.warning("could not write the launcher's error file %s: %s", path, write_error)
 
 
 def _configure_logging(debug: bool) -> None:

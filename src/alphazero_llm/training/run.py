@@ -36,6 +36,7 @@ import torch
 
 from alphazero_llm.config import Config, TrainingConfig
 from alphazero_llm.data import DataError, Problem, dataset_splits
+from alphazero_llm.errors import UserError
 from alphazero_llm.models.student import StudentModel, StudentSpec
 from alphazero_llm.rewards import PerplexityReward
 from alphazero_llm.training import distributed, preflight
@@ -114,6 +115,8 @@ def _run(settings: RunSettings, dist: distributed.Dist) -> int:
     if not problems:
         raise DataError(f"no training rows in {splits.source}")
     start = preflight.resume_point(settings)
+    if dist.enabled:
+        _check_same_start(start, dist)
     logger.info(
         "run: %d %s examples, %s loss, device %s, source %s, %d process(es)", training.run.num_examples, ds.kind,
         training.run.loss, settings.device, _describe_source(training), dist.world_size,
@@ -163,6 +166,18 @@ def _run(settings: RunSettings, dist: distributed.Dist) -> int:
         logger.info("summary:\n%s", summary_table(trainer.metrics.records, extra))
         logger.info("wrote checkpoints, %s and %d plots under %s", trainer.metrics.path.name, len(plots), out)
     return 0
+
+
+def _check_same_start(start: Path | None, dist: distributed.Dist) -> None:
+    """Every rank must start from the same checkpoint (or all from scratch). Each reads its own --checkpoint-dir,
+    so on several machines that directory must be one shared file system (or a copy of rank 0's)."""
+    seen = distributed.all_gather(start.name if start is not None else None, dist)
+    if len(set(seen)) > 1:
+        where = ", ".join(f"rank {rank}: {name or 'no checkpoint'}" for rank, name in enumerate(seen))
+        raise UserError(
+            f"the ranks would start from different checkpoints ({where}); on several machines --checkpoint-dir "
+            "must be one shared directory, or a copy of rank 0's on each machine"
+        )
 
 
 def _describe_source(training: TrainingConfig) -> str:
