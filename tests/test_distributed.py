@@ -296,10 +296,20 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run: Path, 
     assert [r["rank"] for r in records] == [0, 1, 0, 0]  # examples 3 and 4 by the single process
 
 
-@pytest.mark.slow
-def test_a_one_process_checkpoint_resumes_in_two_processes(smollm_dir: Path, ddp_config: Path, tmp_path: Path):
-    out = tmp_path / "grown"
+@pytest.fixture(scope="module")
+def one_process_run(smollm_dir: Path, ddp_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 examples in one process: two optimiser steps, where two_process_run's checkpoint-2 took one."""
+    out = tmp_path_factory.mktemp("one") / "run"
     run(train_args(smollm_dir, ddp_config, out, 2))
+    return out
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_in_two_processes(
+    one_process_run: Path, smollm_dir: Path, ddp_config: Path, tmp_path: Path
+):
+    out = tmp_path / "grown"
+    shutil.copytree(one_process_run, out)
     run(torchrun(train_args(smollm_dir, ddp_config, out, 4, "--resume")))
     records = metrics(out)
     assert [r["step"] for r in records] == [1, 2, 3, 4]
@@ -367,6 +377,26 @@ def test_machines_that_do_not_share_the_checkpoint_dir_are_stopped(
         ), stderr[-3000:]
     assert sorted(p.name for p in shared.iterdir()) == ["checkpoint-2"]  # nothing written, nothing lost
     assert list(local.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_machines_whose_checkpoints_differ_are_stopped(
+    two_process_run: Path, one_process_run: Path, smollm_dir: Path, ddp_config: Path, tmp_path: Path
+):
+    """Each machine holds a `checkpoint-2`, but not the same one (a stale copy): the adapters' digests, compared
+    once the checkpoint is loaded, stop the run before it trains."""
+    directories = (tmp_path / "machine0", tmp_path / "machine1")
+    for directory, source in zip(directories, (two_process_run, one_process_run), strict=True):
+        shutil.copytree(source / "checkpoint-2", directory / "checkpoint-2")
+    port = free_port()
+    results = finish([node(rank, port, train_args(smollm_dir, ddp_config, directory, 4, "--resume"))
+                      for rank, directory in enumerate(directories)])  # fmt: skip
+    for code, stderr in results:
+        assert code != 0
+        needle = "RanksDiverged: the adapter of rank(s) [1] differs from rank 0's before training"
+        assert needle in stderr, stderr[-3000:]
+    for directory in directories:
+        assert sorted(p.name for p in directory.iterdir()) == ["checkpoint-2"]
 
 
 def worker_pid(launcher: int, rank: int) -> int | None:

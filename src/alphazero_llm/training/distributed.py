@@ -148,13 +148,13 @@ def digest(tensors: Sequence[torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def check_identical(tensors: Sequence[torch.Tensor], dist: Dist) -> list[str]:
+def check_identical(tensors: Sequence[torch.Tensor], dist: Dist, when: str = "after an optimiser step") -> list[str]:
     """Every rank's digest of `tensors`; raises `RanksDiverged`, naming the ranks, when any differs from rank 0's."""
     digests = all_gather(digest(tensors), dist)
     differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
     if differ:
         raise RanksDiverged(
-            f"the adapter of rank(s) {differ} differs from rank 0's after an optimiser step "
+            f"the adapter of rank(s) {differ} differs from rank 0's {when} "
             f"(sha256 {[d[:12] for d in digests]}); the ranks no longer train one model, stopping"
         )
     return digests

@@ -231,7 +231,7 @@ class Trainer:
     def save(self) -> Path | None:
         """Every rank: compare the adapters (`distributed.check_identical`); rank 0: write the checkpoint (and,
         with several ranks, their digests to ranks.jsonl). Returns the checkpoint's path on rank 0."""
-        digests = distributed.check_identical(self._adapter(), self.dist) if self.dist.enabled else []
+        digests = distributed.check_identical(self.adapter(), self.dist) if self.dist.enabled else []
         if not self.dist.is_main:
             distributed.all_gather(None, self.dist)  # wait for rank 0's checkpoint: no rank runs ahead of it
             return None
@@ -254,7 +254,7 @@ class Trainer:
         distributed.all_gather(None, self.dist)
         return path
 
-    def _adapter(self) -> list[torch.Tensor]:
+    def adapter(self) -> list[torch.Tensor]:
         """The trained parameters (the LoRA adapter), in a fixed order."""
         return [p for p in self.student.model.parameters() if p.requires_grad]
 

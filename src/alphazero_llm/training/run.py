@@ -125,8 +125,6 @@ def _run(settings: RunSettings, dist: distributed.Dist) -> int:
     # rank), dropout in training (seeded per example, `Trainer`).
     torch.manual_seed(seed)
     student = StudentModel.load(StudentSpec(name=settings.student, device=settings.device), config.models)
-    if dist.enabled:  # the same seed gives every rank the same LoRA initialisation: check it before training
-        distributed.check_identical([p for p in student.model.parameters() if p.requires_grad], dist)
     engine = start_engine(settings.engine, settings.student, student, config.models, seed)
     # Each rank's own engine reloads its own copy of the adapter.
     adapter_dir = out / distributed.per_rank(VLLM_ADAPTER_DIR, dist)
@@ -143,6 +141,8 @@ def _run(settings: RunSettings, dist: distributed.Dist) -> int:
             sync.version = lambda: trainer.updates  # the policy changes with each optimiser step
         if start is not None:
             trainer.resume(start)
+        if dist.enabled:  # the seed's LoRA initialisation, or the resumed checkpoint: the same on every rank
+            distributed.check_identical(trainer.adapter(), dist, when="before training")
         stack.callback(lambda: trainer.metrics.close())
         before = _before(trainer, student, eval_rows, config, out)
         trainer.run()
