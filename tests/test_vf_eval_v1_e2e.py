@@ -4,8 +4,8 @@
 - verifiers 0.3.1's v1 `eval`, in this venv.
 
 Every row's reward must equal the library's score of that row's completion. The null harness runs its chat
-program in a uv script environment; uv and that program's wheels come from the 0.4 venv (`.ci/run` fetches them),
-and uv is told to use no index, so the runs reach nothing but loopback.
+program in a uv script environment; uv and the wheels of each release's program come from the 0.4 venv
+(`.ci/vf04_venv.sh` fetches them), and uv runs offline, so the runs reach nothing but loopback.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def vf04_bin(name: str) -> Path:
     return path
 
 
-def run_v1_eval(cli: Path, server: LocalServer, workdir: Path, taskset_args: dict) -> list[dict]:
+def run_v1_eval(cli: Path, wheels: str, server: LocalServer, workdir: Path, taskset_args: dict) -> list[dict]:
     """The offline v1 eval (null harness, subprocess runtime, loopback base URL, no push) of 3 questions x 2
-    rollouts; returns the saved traces."""
+    rollouts, its chat program's packages taken from `.venv-vf04/<wheels>`; returns the saved traces."""
     flags = [f for name, value in taskset_args.items() for f in (f"--env.taskset.{name}", str(value))]
     cmd = [
         str(cli), "alphazero-llm-trainer",
@@ -51,14 +51,27 @@ def run_v1_eval(cli: Path, server: LocalServer, workdir: Path, taskset_args: dic
         "-m", server.model_name, "-n", "3", "-r", "2", "--sampling.max-tokens", "128",
         "--no-push", "--no-rich", "-o", str(workdir / "out"), *flags,
     ]  # fmt: skip
-    wheels = vf04_bin("uv").parents[1] / "harness-wheels"
+    venv = vf04_bin("uv").parents[1]
+    if not (venv / wheels).is_dir():
+        missing(f"{venv / wheels} not found: {VF04_SETUP} fetches it")
+    no_index = workdir / "no-index"
+    no_index.mkdir()
     offline_uv = {
-        "PATH": f"{wheels.parent / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        "UV_NO_INDEX": "1",
-        "UV_FIND_LINKS": str(wheels),
-        "UV_CACHE_DIR": str(wheels.parent / "uv-cache"),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        # uv takes the program's packages from the wheels alone: its index is an empty folder, and it runs offline
+        # (0.3.1; 0.4 sets UV_OFFLINE=false for this step, hence the index).
+        "UV_DEFAULT_INDEX": no_index.as_uri(),
+        "UV_OFFLINE": "1",
+        "UV_FIND_LINKS": str(venv / wheels),
+        "UV_CACHE_DIR": str(venv / f"uv-cache-{wheels}"),
     }
-    env = {**os.environ, **offline_uv, KEY_VAR: "local-no-key"}
+    # Any HTTP(S) request past loopback goes to a closed loopback port and fails, so the run fails if it reaches out.
+    closed = {
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    env = {**os.environ, **offline_uv, **closed, KEY_VAR: "local-no-key"}
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{cli.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     (traces,) = (workdir / "out").glob("*/traces.jsonl")
@@ -92,7 +105,7 @@ def test_verifiers_04_vf_eval_scores_every_row_as_the_library(
     """0.4's vf-eval with PRE (the student scores it in the eval process) and a non-default HRE weight."""
     args = {"dataset-path": MINI, "num-dev-examples": 2, "hre-weight": 0.7, "use-student-model": "true",
             "student-model": smollm_dir}  # fmt: skip
-    traces = run_v1_eval(vf04_bin("vf-eval"), smollm_server, tmp_path, args)
+    traces = run_v1_eval(vf04_bin("vf-eval"), "harness-wheels", smollm_server, tmp_path, args)
     assert {t["verifiers"]["version"] for t in traces} == {"0.4.0"}
     check_hre_and_metrics(traces, hre_weight=0.7)
 
@@ -114,7 +127,9 @@ def test_verifiers_031_v1_eval_serves_the_same_taskset(smollm_server: LocalServe
     cli = Path(sys.executable).parent / "eval"  # 0.3.1 installs its v1 CLI as `eval`
     if not cli.is_file():
         pytest.skip(f"{cli} not found: this venv's verifiers is not 0.3.1")
-    traces = run_v1_eval(cli, smollm_server, tmp_path, {"dataset-path": MINI, "num-dev-examples": 2})
+    traces = run_v1_eval(
+        cli, "harness-wheels-0.3.1", smollm_server, tmp_path, {"dataset-path": MINI, "num-dev-examples": 2}
+    )
     assert {t["verifiers"]["version"] for t in traces} == {"0.3.1"}
     check_hre_and_metrics(traces, hre_weight=load_config().training.environment.hre_weight)
     assert all(set(t["rewards"]) == {"correctness_reward"} for t in traces)  # no PRE without a student
