@@ -8,7 +8,8 @@ sharding, and real 2-process train_vllm.py runs under torchrun (CPU, gloo, `--re
     --resume completes, and metrics.jsonl has exactly one line per example;
 (d) a 2-process checkpoint resumed in 1 process, and a 1-process checkpoint resumed in 2, train on the next
     questions of the global order;
-and the multi-machine launch (torchrun --nnodes 2, c10d rendezvous), with both "machines" on this one.
+and the multi-machine launch, by torchrun (--nnodes 2, c10d rendezvous) and by accelerate (--num_machines 2), with
+both "machines" on this one.
 """
 
 from __future__ import annotations
@@ -321,10 +322,19 @@ def test_a_one_process_checkpoint_resumes_in_two_processes(
     assert len(set(check["adapter_sha256"])) == 1
 
 
-def node(rank: int, port: int, args: list[str]) -> subprocess.Popen:
-    """One 'machine' of two: torchrun's multi-node launch (the README's), one process per node, c10d rendezvous."""
-    cmd = [TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend", "c10d",
-           "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test", *args]  # fmt: skip
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+
+
+def node(rank: int, port: int, args: list[str], launcher: str = "torchrun") -> subprocess.Popen:
+    """One 'machine' of two, one process each, by the README's multi-machine command: torchrun's (c10d
+    rendezvous) or accelerate's (`--num_machines`, `--machine_rank`, `--main_process_ip`)."""
+    if launcher == "torchrun":
+        cmd = [TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend",
+               "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test", *args]  # fmt: skip
+    else:
+        cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2", "--machine_rank",
+               str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--mixed_precision",
+               "no", "--dynamo_backend", "no", *args]  # fmt: skip
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env_one_thread(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
@@ -343,11 +353,12 @@ def finish(nodes: list[subprocess.Popen]) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
-def test_two_machines_train_as_two_processes(smollm_dir: Path, ddp_config: Path, tmp_path: Path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_machines_train_as_two_processes(launcher: str, smollm_dir: Path, ddp_config: Path, tmp_path: Path):
     """Both "machines" on this one, sharing --checkpoint-dir: each rank is local rank 0 of its node."""
     out = tmp_path / "nodes"
     port = free_port()
-    results = finish([node(rank, port, train_args(smollm_dir, ddp_config, out, 2)) for rank in range(2)])
+    results = finish([node(rank, port, train_args(smollm_dir, ddp_config, out, 2), launcher) for rank in range(2)])
     for code, stderr in results:
         assert code == 0, stderr[-5000:]
     records = metrics(out)
