@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The second venv of the tests: verifiers 0.4.0 (the current release, only verifiers.v1) beside this project,
 # for tests/test_vf_eval_v1_e2e.py. Also fetches uv and the wheels of the chat programs that the null harness of
-# 0.4.0 and of 0.3.1 (the main venv's) run in a uv script environment, so that the test itself runs uv offline
-# (UV_OFFLINE) and reaches only loopback.
+# 0.4.0 and of 0.3.1 (the main venv's) run in a uv script environment, so that the test's uv needs no package
+# index and reaches only loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .venv-vf04
@@ -26,5 +26,6 @@ $py -m pip download --quiet --dest .venv-vf04/harness-wheels $deps
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 $py -m pip download --quiet --no-deps --dest "$tmp" 'verifiers==0.3.1'
-deps=$(unzip -p "$tmp"/verifiers-0.3.1-*.whl verifiers/v1/harnesses/null/program.py | $py -c "$script_deps")
+deps=$($py -c 'import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).read("verifiers/v1/harnesses/null/program.py").decode())' \
+    "$tmp"/verifiers-0.3.1-*.whl | $py -c "$script_deps")
 $py -m pip download --quiet --dest .venv-vf04/harness-wheels-0.3.1 $deps 'openai<3'
