@@ -144,7 +144,7 @@ class TeacherClient:
             base_url=teacher.base_url,
             api_key=api_key,
             max_retries=0,  # the retry policy is ours (backoff, Retry-After, taking teachers out)
-            timeout=self.config.timeout_s,  # a number: openai's own HTTP client (httpx, or httpx2 from 3.6x) reads it
+            timeout=self.config.timeout_s,  # a number: openai's own HTTP client (httpx, or httpx2 from 3.0) reads it
         )
         self._endpoints[teacher.name] = _Endpoint(teacher, client, api_key)
         self.accounting.register(teacher)
